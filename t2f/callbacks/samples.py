@@ -1,0 +1,90 @@
+"""Sample grids from a fixed set of generator inputs, so progress is comparable over a run."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from pytorch_lightning.utilities import rank_zero_only
+from torchvision.utils import make_grid
+
+from t2f.callbacks.intervals import KimgInterval
+
+
+def grid_image(images: torch.Tensor, nrow: int, row_labels: list[str] | None = None) -> Image.Image:
+    """A PIL grid of images in [-1, 1]; with ``row_labels``, each row's text is printed beside it."""
+    grid = make_grid(images.float().cpu(), nrow=nrow, padding=2, normalize=True, value_range=(-1, 1))
+    array = grid.mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
+    picture = Image.fromarray(array)
+    if not row_labels:
+        return picture
+    font = ImageFont.load_default()
+    row_height = (picture.height - 2) / len(row_labels)
+    text_width = max(int(ImageDraw.Draw(picture).textlength(t, font=font)) for t in row_labels) + 12
+    canvas = Image.new("RGB", (picture.width + text_width, picture.height), "white")
+    canvas.paste(picture, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for row, text in enumerate(row_labels):
+        y = int(2 + row * row_height + row_height / 2 - 6)
+        draw.text((picture.width + 6, y), text, fill="black", font=font)
+    return canvas
+
+
+class SampleGrid(pl.Callback):
+    """Every ``every_kimg`` kimg (and at the start and end), saves a PNG grid from the EMA
+    generator under ``dirpath`` and logs it to the active loggers (rank 0 only)."""
+
+    def __init__(self, dirpath: str, every_kimg: float = 5.0, num_samples: int = 64,
+                 nrow: int | None = None, seed: int = 1234) -> None:
+        self.dirpath = dirpath
+        self.interval = KimgInterval(every_kimg)
+        self.num_samples = int(num_samples)
+        self.nrow = int(nrow or round(self.num_samples**0.5))
+        self.seed = int(seed)
+        self.saved: list[str] = []
+        self._inputs: dict[str, Any] | None = None
+        self._labels: list[str] | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.interval.reset(pl_module.images_seen)
+        if pl_module.images_seen == 0:
+            self.save(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if self.interval.crossed(pl_module.images_seen):
+            self.save(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.save(trainer, pl_module)
+
+    @rank_zero_only
+    def save(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._inputs is None:
+            self._inputs, self._labels = pl_module.fixed_sample_inputs(self.num_samples, self.seed)
+        images = pl_module.generate(_to_device(self._inputs, pl_module.device))
+        picture = grid_image(images, self.nrow, self._labels)
+        os.makedirs(self.dirpath, exist_ok=True)
+        name = f"kimg{pl_module.images_seen / 1000:010.3f}_{images.shape[-1]}px.png"
+        path = os.path.join(self.dirpath, name)
+        picture.save(path)
+        self.saved.append(path)
+        for logger in trainer.loggers:
+            _log_image(logger, path, picture, trainer.global_step, pl_module.kimg)
+
+
+def _to_device(inputs: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+
+
+def _log_image(logger: Any, path: str, picture: Image.Image, step: int, kimg: float) -> None:
+    from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+
+    if isinstance(logger, WandbLogger):
+        logger.log_image(key="samples", images=[path], caption=[f"{kimg:.1f} kimg"])
+    elif isinstance(logger, TensorBoardLogger):
+        import numpy as np
+
+        logger.experiment.add_image("samples", np.asarray(picture), step, dataformats="HWC")

@@ -1,0 +1,187 @@
+"""The generic GAN training step that every model reuses (manual optimization).
+
+One batch of real images = one critic step; every ``d_steps_per_g`` batches the
+generator takes a step, then the EMA generator follows it. Training length is
+counted in images seen (``images_seen``, summed over all ranks), never in steps.
+Subclasses own their networks and say how to score real and fake images.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+from t2f.losses import AdversarialLoss
+
+
+class GANModule(pl.LightningModule):
+    """Base LightningModule: subclasses set ``self.generator`` and ``self.discriminator``.
+
+    Subclass API: ``sample_inputs`` (generator inputs for a batch), ``synthesize``
+    (inputs -> images in [-1, 1]), ``critic`` (images, batch -> scores) and optionally
+    ``extra_d_terms`` / ``extra_g_terms`` for model-specific loss parts.
+    """
+
+    generator: nn.Module
+    discriminator: nn.Module
+
+    def __init__(
+        self,
+        optimizer_g: Callable[..., torch.optim.Optimizer] | None = None,
+        optimizer_d: Callable[..., torch.optim.Optimizer] | None = None,
+        loss: dict[str, Any] | None = None,
+        d_steps_per_g: int = 1,
+        total_kimg: float = 100.0,
+        ema_half_life_kimg: float = 10.0,
+        ema_rampup: float | None = 0.05,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        if d_steps_per_g < 1:
+            raise ValueError(f"model.d_steps_per_g={d_steps_per_g} must be >= 1")
+        if total_kimg <= 0:
+            raise ValueError(f"model.total_kimg={total_kimg} must be positive")
+        self.optimizer_g = optimizer_g or torch.optim.Adam
+        self.optimizer_d = optimizer_d or torch.optim.Adam
+        self.adversarial = AdversarialLoss(**dict(loss or {}))
+        self.d_steps_per_g = int(d_steps_per_g)
+        self.total_kimg = float(total_kimg)
+        self.ema_half_life_kimg = float(ema_half_life_kimg)
+        self.ema_rampup = ema_rampup
+        self.images_seen = 0
+        self.batches_seen = 0
+        self.run_config: dict[str, Any] | None = None  # set by t2f.train, stored in checkpoints
+
+    # --- networks ---------------------------------------------------------------------------
+    def init_ema(self) -> None:
+        """Call at the end of a subclass's __init__, once ``self.generator`` exists."""
+        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
+
+    def sample_inputs(self, batch_size: int, batch: dict[str, Any] | None = None,
+                      generator: torch.Generator | None = None) -> dict[str, Any]:
+        """Generator inputs (latents, conditions) for ``batch_size`` fakes."""
+        raise NotImplementedError
+
+    def synthesize(self, net: nn.Module, inputs: dict[str, Any]) -> Tensor:
+        """Images from generator inputs, using ``net`` (the generator or its EMA)."""
+        raise NotImplementedError
+
+    def critic(self, images: Tensor, conditions: dict[str, Any]) -> Tensor:
+        """Critic scores (B,) of ``images`` under the conditions (a batch or generator inputs)."""
+        return self.discriminator(images)
+
+    def prepare_real(self, images: Tensor) -> Tensor:
+        """Real images as the critic should see them now (progressive models resize them)."""
+        return images
+
+    def extra_d_terms(self, batch: dict[str, Any], real: Tensor) -> dict[str, Tensor]:
+        return {}
+
+    def extra_g_terms(self, inputs: dict[str, Any]) -> dict[str, Tensor]:
+        return {}
+
+    def mismatched_scores(self, batch: dict[str, Any], real: Tensor) -> Tensor | None:
+        return None
+
+    # --- training ---------------------------------------------------------------------------
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        return [
+            self.optimizer_g(self.generator_parameters()),
+            self.optimizer_d(self.discriminator.parameters()),
+        ]
+
+    def generator_parameters(self):
+        return self.generator.parameters()
+
+    @property
+    def kimg(self) -> float:
+        return self.images_seen / 1000.0
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        opt_g, opt_d = self.optimizers()
+        real = self.prepare_real(batch["image"])
+        batch_size = real.shape[0]
+
+        with self.toggled_optimizer(opt_d):
+            inputs = self.sample_inputs(batch_size, batch)
+            with torch.no_grad():
+                fake = self.synthesize(self.generator, inputs)
+            d_loss, d_parts = self.adversarial.d_loss(
+                lambda images: self.critic(images, batch), real, fake,
+                mismatched_scores=self.mismatched_scores(batch, real),
+            )
+            for name, value in self.extra_d_terms(batch, real).items():
+                d_parts[name] = value
+                d_loss = d_loss + value
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(d_loss)
+            opt_d.step()
+
+        logs = {"loss/d": d_loss.detach(), **{f"loss/d_{k}": v.detach() for k, v in d_parts.items()}}
+        self.batches_seen += 1
+        if self.batches_seen % self.d_steps_per_g == 0:
+            with self.toggled_optimizer(opt_g):
+                inputs = self.sample_inputs(batch_size, batch)
+                fake = self.synthesize(self.generator, inputs)
+                g_parts = {"adv": self.adversarial.g_loss(self.critic(fake, inputs))}
+                g_parts.update(self.extra_g_terms(inputs))
+                g_loss = sum(g_parts.values())
+                opt_g.zero_grad(set_to_none=True)
+                self.manual_backward(g_loss)
+                opt_g.step()
+            logs["loss/g"] = g_loss.detach()
+            logs.update({f"loss/g_{k}": v.detach() for k, v in g_parts.items()})
+
+        world_batch = batch_size * self.trainer.world_size
+        self.images_seen += world_batch
+        self.update_ema(world_batch)
+        logs["kimg"] = torch.tensor(self.kimg)
+        shown = ("kimg", "loss/d", "loss/g")  # on the progress bar; the parts go to loggers only
+        self.log_dict({k: v for k, v in logs.items() if k in shown}, prog_bar=True)
+        self.log_dict({k: v for k, v in logs.items() if k not in shown})
+        if self.images_seen >= self.total_kimg * 1000:
+            self.trainer.should_stop = True
+
+    @torch.no_grad()
+    def update_ema(self, world_batch: int) -> None:
+        """EMA with a half-life in images (ramped up early on, as in StyleGAN2)."""
+        half_life = self.ema_half_life_kimg * 1000.0
+        if self.ema_rampup:
+            half_life = min(half_life, self.images_seen * self.ema_rampup)
+        beta = 0.5 ** (world_batch / max(half_life, 1e-8))
+        for p_ema, p in zip(self.generator_ema.parameters(), self.generator.parameters()):
+            p_ema.lerp_(p.detach(), 1.0 - beta)
+        for b_ema, b in zip(self.generator_ema.buffers(), self.generator.buffers()):
+            b_ema.copy_(b)
+
+    @torch.no_grad()
+    def generate(self, inputs: dict[str, Any], ema: bool = True) -> Tensor:
+        """Images in [-1, 1] for sample grids and evaluation, from the EMA generator by default."""
+        net = self.generator_ema if ema else self.generator
+        was_training = net.training
+        net.eval()
+        try:
+            return self.synthesize(net, inputs).clamp(-1, 1)
+        finally:
+            net.train(was_training)
+
+    def fixed_sample_inputs(self, n: int, seed: int) -> tuple[dict[str, Any], list[str] | None]:
+        """Inputs for the fixed sample grid and, for conditional models, one label per row."""
+        gen = torch.Generator().manual_seed(seed)
+        return self.sample_inputs(n, None, generator=gen), None
+
+    # --- checkpoints ------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["t2f"] = {"images_seen": self.images_seen, "batches_seen": self.batches_seen}
+        if self.run_config is not None:
+            checkpoint["t2f"]["config"] = self.run_config
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("t2f", {})
+        self.images_seen = int(state.get("images_seen", 0))
+        self.batches_seen = int(state.get("batches_seen", 0))

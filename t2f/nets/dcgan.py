@@ -1,0 +1,100 @@
+"""DCGAN (Radford et al. 2016) generator and discriminator for 32, 64 and 128 pixel images.
+
+The layout follows the PyTorch DCGAN example: a 4x4 projection of z, then stride-2
+transposed convolutions that halve the channels while doubling the resolution.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor, nn
+
+DCGAN_RESOLUTIONS = (32, 64, 128)
+NORMS = ("batch", "layer", "none")
+
+
+def _num_upsamplings(resolution: int) -> int:
+    if resolution not in DCGAN_RESOLUTIONS:
+        raise ValueError(
+            f"DCGAN supports resolutions {', '.join(map(str, DCGAN_RESOLUTIONS))}, got {resolution}: "
+            "set dataset.resolution to one of them"
+        )
+    return int(math.log2(resolution)) - 2
+
+
+def dcgan_init(module: nn.Module) -> None:
+    """N(0, 0.02) for convolutions and N(1, 0.02) for norm scales, as in the paper."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "layer":  # per-sample normalisation: safe with gradient penalties
+        return nn.GroupNorm(1, channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm {kind!r}: choose one of {', '.join(NORMS)}")
+
+
+class DCGANGenerator(nn.Module):
+    def __init__(
+        self, latent_dim: int = 100, resolution: int = 64, width: int = 64, image_channels: int = 3
+    ) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        ups = _num_upsamplings(resolution)
+        channels = [width * 2 ** (ups - 1 - i) for i in range(ups)]  # e.g. 512,256,128,64
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(latent_dim, channels[0], 4, 1, 0, bias=False),
+            nn.BatchNorm2d(channels[0]),
+            nn.ReLU(True),
+        ]
+        for c_in, c_out in zip(channels[:-1], channels[1:]):
+            layers += [
+                nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(True),
+            ]
+        layers += [nn.ConvTranspose2d(channels[-1], image_channels, 4, 2, 1, bias=False), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        self.apply(dcgan_init)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z.view(z.shape[0], self.latent_dim, 1, 1))
+
+
+class DCGANDiscriminator(nn.Module):
+    """Returns one raw score (logit) per image."""
+
+    def __init__(
+        self, resolution: int = 64, width: int = 64, image_channels: int = 3, norm: str = "batch"
+    ) -> None:
+        super().__init__()
+        ups = _num_upsamplings(resolution)
+        channels = [width * 2**i for i in range(ups)]  # e.g. 64,128,256,512
+        layers: list[nn.Module] = [
+            nn.Conv2d(image_channels, channels[0], 4, 2, 1, bias=False),
+            nn.LeakyReLU(0.2, inplace=True),
+        ]
+        for c_in, c_out in zip(channels[:-1], channels[1:]):
+            layers += [
+                nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False),
+                _norm(norm, c_out),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
+        layers += [nn.Conv2d(channels[-1], 1, 4, 1, 0, bias=False)]
+        self.net = nn.Sequential(*layers)
+        self.norm = norm
+        self.apply(dcgan_init)
+
+    def forward(self, image: Tensor) -> Tensor:
+        return self.net(image).flatten()
+

@@ -1,0 +1,111 @@
+"""``train(cfg)``: everything a run does, as one pure function of the composed config.
+
+It builds the datamodule, the module, callbacks, loggers and the Trainer from the config
+with ``hydra.utils.instantiate``, fits, and returns the final metrics (for sweepers).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from t2f.utils import ConfigError, print_config, rank_zero_print
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit one model; returns the final logged metrics as floats."""
+    os.environ.setdefault("WANDB_MODE", "offline")  # never block on a login prompt
+    os.environ.setdefault("WANDB_SILENT", "true")
+    ckpt_path = _checked_ckpt_path(cfg.get("ckpt_path"))
+    _relaunch_ddp_as_single_job()
+
+    pl.seed_everything(cfg.seed, workers=True)  # identical initial weights on every rank
+    datamodule = instantiate(cfg.dataset)
+    datamodule.setup("fit")
+    model_kwargs: dict[str, Any] = {}
+    if "vocab_size" in cfg.model:
+        if datamodule.vocab is None:
+            raise ConfigError(
+                f"model={_choice('model')} is text-conditional but dataset={_choice('dataset')} "
+                "has no captions: choose a captioned dataset (synthetic, celeba, face2text)"
+            )
+        model_kwargs["vocab_size"] = len(datamodule.vocab)
+    module = instantiate(cfg.model, **model_kwargs)
+    module.run_config = OmegaConf.to_container(cfg, resolve=True)
+
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    output_dir = cfg.paths.output_dir
+    if trainer.is_global_zero:
+        if cfg.get("print_config"):
+            print_config(cfg)
+        rank_zero_print(f"Run directory: {output_dir}")
+        os.makedirs(output_dir, exist_ok=True)
+        OmegaConf.save(module.run_config, os.path.join(output_dir, "config.yaml"))
+        for logger in trainer.loggers:
+            logger.log_hyperparams(module.run_config)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    finally:
+        _finish_wandb()
+    rank_zero_print(
+        f"Finished at {module.kimg:.1f} kimg ({trainer.global_step} optimizer steps). "
+        f"Run directory: {output_dir}"
+    )
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+
+
+def _checked_ckpt_path(path: str | None) -> str | None:
+    if path is None:
+        return None
+    if not os.path.isfile(path):
+        raise ConfigError(
+            f"ckpt_path={path} does not exist: pass a checkpoint file such as "
+            "<run directory>/checkpoints/last.ckpt"
+        )
+    return os.path.abspath(path)
+
+
+def _choice(group: str) -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return str(HydraConfig.get().runtime.choices.get(group))
+    return "?"
+
+
+def _relaunch_ddp_as_single_job() -> None:
+    """Make Lightning's DDP workers rerun *this job*, not the whole sweep.
+
+    Lightning starts ranks > 0 by re-running ``sys.argv`` with ``hydra.run.dir`` set to the
+    Hydra run dir. Inside a multirun ``sys.argv`` holds ``-m`` and the sweep lists, so every
+    worker would start a sweep of its own. We give it this job's overrides and directory.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return
+    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
+    with open_dict(hydra_cfg):
+        OmegaConf.set_readonly(hydra_cfg, False)
+        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+
+
+def _finish_wandb() -> None:
+    """Close the W&B run so that each job of a sweep gets its own run."""
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()

@@ -1,0 +1,53 @@
+"""Shared fixtures: the real Hydra config, composed and shrunk so a run takes seconds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = str(REPO / "conf")
+
+# Small enough for 2 CPU cores: 8 px wide nets on 32x32 synthetic faces, a few batches.
+TINY = [
+    "dataset.size=96",
+    "dataset.val_size=16",
+    "dataset.batch_size=8",
+    "logger=csv",
+    "print_config=false",
+    "callbacks.progress_bar.refresh_rate=0",
+]
+TINY_MODEL = {
+    "dcgan": ["model.g_width=8", "model.d_width=8", "model.latent_dim=16", "model.total_kimg=0.04"],
+}
+
+
+def compose_config(tmp_path: Path, overrides: list[str] | None = None, model: str = "dcgan",
+                   tiny: bool = True) -> DictConfig:
+    """The real config with overrides, resolved as inside a Hydra run writing to tmp_path."""
+    GlobalHydra.instance().clear()
+    run_overrides = [f"model={model}"]
+    if tiny:
+        run_overrides += TINY + TINY_MODEL.get(model, [])
+    run_overrides += list(overrides or [])
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("config", overrides=run_overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(tmp_path / "run")
+        cfg.hydra.job.num = 0
+        cfg.paths.cache_dir = str(tmp_path.parent / "t2f-cache")
+    HydraConfig().set_config(cfg)
+    os.makedirs(cfg.hydra.runtime.output_dir, exist_ok=True)
+    return cfg
+
+
+@pytest.fixture(autouse=True)
+def _offline_wandb(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")

@@ -1,0 +1,108 @@
+"""Losses against values computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from t2f.losses import (
+    AdversarialLoss,
+    drift_penalty,
+    g_nonsaturating,
+    g_wasserstein,
+    gradient_penalty,
+    interpolate,
+    kl_divergence,
+    r1_penalty,
+)
+
+
+def _const_critic(value: float):
+    return lambda images: torch.full((images.shape[0],), value)
+
+
+def _sp(x: float) -> float:
+    return math.log1p(math.exp(x))
+
+
+def test_nonsaturating_losses_match_hand_values():
+    real, fake = torch.tensor([2.0, -1.0]), torch.tensor([0.5, -3.0])
+    loss = AdversarialLoss("nonsaturating")
+    images_real, images_fake = torch.zeros(2, 1, 2, 2), torch.ones(2, 1, 2, 2)
+    critic = lambda x: real if x.mean() == 0 else fake  # noqa: E731
+    total, parts = loss.d_loss(critic, images_real, images_fake)
+    expected = (_sp(-2.0) + _sp(1.0)) / 2 + (_sp(0.5) + _sp(-3.0)) / 2
+    assert total.item() == pytest.approx(expected, rel=1e-6)
+    assert set(parts) == {"adv"}
+    assert g_nonsaturating(fake).item() == pytest.approx((_sp(-0.5) + _sp(3.0)) / 2, rel=1e-6)
+
+
+def test_hinge_and_wasserstein_match_hand_values():
+    real, fake = torch.tensor([2.0, 0.5]), torch.tensor([-0.5, 1.0])
+    critic = lambda x: real if x.mean() == 0 else fake  # noqa: E731
+    zeros, ones = torch.zeros(2, 1, 2, 2), torch.ones(2, 1, 2, 2)
+    hinge, _ = AdversarialLoss("hinge").d_loss(critic, zeros, ones)
+    # real: relu(1-2)=0, relu(1-0.5)=0.5 -> 0.25 ; fake: relu(0.5)=0.5, relu(2)=2 -> 1.25
+    assert hinge.item() == pytest.approx(1.5)
+    assert g_wasserstein(fake).item() == pytest.approx(-0.25)
+
+
+def test_matching_aware_terms_weigh_fake_and_mismatch_half_each():
+    real, fake, mismatch = torch.tensor([1.0]), torch.tensor([-1.0]), torch.tensor([3.0])
+    critic = lambda x: real if x.mean() == 0 else fake  # noqa: E731
+    loss = AdversarialLoss("wgan_gp", gp_weight=0.0)
+    total, parts = loss.d_loss(critic, torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2),
+                               mismatched_scores=mismatch)
+    # -real + (fake + mismatch) / 2 = -1 + (-1 + 3) / 2 = 0
+    assert parts["adv"].item() == pytest.approx(0.0)
+
+
+def test_gradient_penalty_on_linear_critic_with_known_gradient_norm():
+    # D(x) = <w, x> has gradient w everywhere: norm 5 -> penalty (5 - 1)^2 = 16.
+    w = torch.zeros(1, 2, 2)
+    w[0, 0, 0], w[0, 1, 1] = 3.0, 4.0
+    x = torch.randn(6, 1, 2, 2, requires_grad=True)
+    scores = (x * w).flatten(1).sum(1)
+    assert gradient_penalty(scores, x).item() == pytest.approx(16.0)
+    assert r1_penalty((x * w).flatten(1).sum(1), x).item() == pytest.approx(25.0)
+
+
+def test_gradient_penalty_norm_is_over_all_of_chw_per_sample():
+    # D(x) = sum(x^2)/2 has gradient x: the per-sample norm is ||x|| over C, H, W.
+    x = torch.stack([torch.full((2, 3, 3), 1.0), torch.full((2, 3, 3), 2.0)]).requires_grad_(True)
+    scores = 0.5 * x.pow(2).flatten(1).sum(1)
+    norms = torch.tensor([math.sqrt(18.0), 2 * math.sqrt(18.0)])
+    assert gradient_penalty(scores, x).item() == pytest.approx(((norms - 1) ** 2).mean().item())
+
+
+def test_wgan_gp_total_includes_penalty_and_drift_and_backprops_once():
+    net = torch.nn.Linear(4, 1)
+    critic = lambda x: net(x.flatten(1)).flatten()  # noqa: E731
+    real, fake = torch.randn(5, 1, 2, 2), torch.randn(5, 1, 2, 2)
+    loss = AdversarialLoss("wgan_gp", gp_weight=10.0, drift_weight=0.001)
+    total, parts = loss.d_loss(critic, real, fake)
+    assert set(parts) == {"adv", "gp", "drift"}
+    w_norm = net.weight.norm().item()
+    assert parts["gp"].item() == pytest.approx(10 * (w_norm - 1) ** 2, rel=1e-5)
+    assert parts["drift"].item() == pytest.approx(0.001 * critic(real).pow(2).mean().item(), rel=1e-5)
+    total.backward()
+    assert net.weight.grad is not None and torch.isfinite(net.weight.grad).all()
+
+
+def test_drift_kl_and_interpolation():
+    assert drift_penalty(torch.tensor([1.0, 3.0])).item() == pytest.approx(5.0)
+    mu, logvar = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, math.log(2.0)]])
+    # 0.5 * [(1 + 1 - 1 - 0) + (2 + 0 - 1 - ln 2)]
+    assert kl_divergence(mu, logvar).item() == pytest.approx(0.5 * (1 + 1 - math.log(2)))
+    assert kl_divergence(torch.zeros(3, 4), torch.zeros(3, 4)).item() == 0.0
+    real, fake = torch.zeros(100, 1, 1, 1), torch.ones(100, 1, 1, 1)
+    mixed = interpolate(real, fake)
+    assert mixed.requires_grad and 0 <= mixed.min() and mixed.max() <= 1
+    assert mixed.flatten().unique().numel() > 50  # one epsilon per sample
+
+
+def test_unknown_loss_name_lists_choices():
+    with pytest.raises(ValueError, match="nonsaturating, hinge, wgan_gp"):
+        AdversarialLoss("lsgan")

@@ -1,0 +1,205 @@
+"""End-to-end: the real config, composed and shrunk, trains, saves, resumes and sweeps."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from t2f.train import train
+from tests.conftest import REPO, TINY, TINY_MODEL, compose_config
+
+GROUP_OPTIONS = {
+    "model": ["dcgan"],
+    "dataset": ["synthetic"],
+    "trainer": ["default", "cpu", "gpu", "ddp", "ddp_cpu", "debug"],
+    "logger": ["wandb", "tensorboard", "csv", "none"],
+    "callbacks": ["default"],
+    "experiment": ["dcgan_synthetic64"],
+}
+
+
+def test_every_group_option_has_a_test_and_composes(tmp_path):
+    for group, options in GROUP_OPTIONS.items():
+        on_disk = sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml"))
+        assert sorted(options) == on_disk, f"conf/{group} has options this test does not cover"
+        for option in options:
+            cfg = compose_config(tmp_path, [f"{group}={option}"], tiny=False)
+            OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+            assert cfg.model._target_.startswith("t2f.modules.")
+            assert cfg.trainer._target_ == "pytorch_lightning.Trainer"
+
+
+def test_experiment_overrides_defaults(tmp_path):
+    cfg = compose_config(tmp_path, ["experiment=dcgan_synthetic64"], tiny=False)
+    assert cfg.dataset.resolution == 64 and cfg.model.resolution == 64
+    assert cfg.model.loss.name == "wgan_gp" and cfg.model.d_norm == "layer"
+
+
+def _finite_losses(run_dir: Path) -> dict[str, float]:
+    import csv
+
+    rows = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
+    losses = {}
+    for key in ("loss/d", "loss/g"):
+        values = [float(r[key]) for r in rows if r.get(key)]
+        assert values, f"{key} was never logged"
+        assert all(torch.isfinite(torch.tensor(values))), f"{key} is not finite: {values}"
+        losses[key] = values[-1]
+    return losses
+
+
+@pytest.mark.parametrize("loss", ["nonsaturating", "hinge", "wgan_gp"])
+def test_short_dcgan_training_writes_run_directory(tmp_path, loss):
+    extra = ["model.d_norm=layer"] if loss == "wgan_gp" else []
+    cfg = compose_config(tmp_path, [f"model.loss.name={loss}", "+logger.csv.flush_logs_every_n_steps=1",
+                                    "trainer.log_every_n_steps=1", *extra])
+    metrics = train(cfg)
+    run = Path(cfg.paths.output_dir)
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    grids = sorted((run / "samples").glob("*.png"))
+    assert len(grids) >= 2  # at start and at the end
+    saved = OmegaConf.load(run / "config.yaml")
+    assert saved.model.loss.name == loss and saved.seed == cfg.seed
+    _finite_losses(run)
+    assert metrics["kimg"] == pytest.approx(0.04, abs=0.008)
+
+
+def test_training_stops_at_total_kimg_and_max_steps_caps(tmp_path):
+    cfg = compose_config(tmp_path, ["trainer.max_steps=4"])
+    train(cfg)
+    ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 4  # 2 batches x (D step + G step)
+    assert ckpt["t2f"]["images_seen"] == 16
+
+
+def test_resume_restores_counters_weights_optimizer_ema_and_rng(tmp_path):
+    first = compose_config(tmp_path / "a")
+    train(first)
+    ckpt_path = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
+    saved = torch.load(ckpt_path, weights_only=True)
+    assert saved["t2f"]["images_seen"] == 40
+    assert any(k.startswith("generator_ema.") for k in saved["state_dict"])
+
+    seen = {}
+
+    class Probe(__import__("pytorch_lightning").Callback):
+        def on_train_start(self, trainer, module):
+            seen["images"] = module.images_seen
+            seen["state"] = {k: v.clone() for k, v in module.state_dict().items()}
+            seen["opt"] = copy.deepcopy([o.state_dict() for o in trainer.optimizers])
+
+        def on_fit_start(self, trainer, module):  # runs right after RankSeed restored the RNG
+            seen["rng"] = torch.get_rng_state().clone()
+
+    second = compose_config(tmp_path / "b", [f"ckpt_path={ckpt_path}", "model.total_kimg=0.064"])
+    import t2f.train as train_module
+
+    original = train_module.instantiate
+
+    def instantiate_with_probe(config, *args, **kwargs):
+        if config is second.trainer:
+            kwargs["callbacks"] = [*kwargs["callbacks"], Probe()]
+        return original(config, *args, **kwargs)
+
+    train_module.instantiate = instantiate_with_probe
+    try:
+        train(second)
+    finally:
+        train_module.instantiate = original
+
+    assert seen["images"] == 40
+    for key, value in saved["state_dict"].items():
+        assert torch.equal(seen["state"][key], value), key
+    for restored, stored in zip(seen["opt"], saved["optimizer_states"]):
+        for pid, state in stored["state"].items():
+            assert torch.equal(restored["state"][pid]["exp_avg"], state["exp_avg"])
+    assert torch.equal(seen["rng"], saved["callbacks"]["RankSeed"]["rank_states"][0]["torch"])
+    resumed = torch.load(Path(second.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["t2f"]["images_seen"] == 64  # continued from 40, not from 0
+
+
+def test_rank_seeds_differ_per_rank_and_are_reproducible():
+    from t2f.callbacks.rng import seed_rank
+
+    seed_rank(3, 0)
+    a = torch.randn(4)
+    seed_rank(3, 1)
+    b = torch.randn(4)
+    seed_rank(3, 0)
+    assert torch.equal(a, torch.randn(4)) and not torch.equal(a, b)
+
+
+def test_bad_resolution_says_what_is_wrong(tmp_path):
+    cfg = compose_config(tmp_path, ["dataset.resolution=30"])
+    with pytest.raises(Exception, match="dataset.resolution=30 is not a power of two"):
+        train(cfg)
+
+
+def test_dcgan_resolution_outside_its_range_is_explained(tmp_path):
+    cfg = compose_config(tmp_path, ["dataset.resolution=16"])
+    with pytest.raises(Exception, match="DCGAN supports resolutions 32, 64, 128"):
+        train(cfg)
+
+
+def test_missing_checkpoint_is_explained(tmp_path):
+    cfg = compose_config(tmp_path, ["ckpt_path=/nonexistent/last.ckpt"])
+    with pytest.raises(Exception, match="ckpt_path=/nonexistent/last.ckpt does not exist"):
+        train(cfg)
+
+
+def test_wgan_gp_with_batchnorm_critic_is_refused(tmp_path):
+    cfg = compose_config(tmp_path, ["model.loss.name=wgan_gp", "model.d_norm=batch"])
+    with pytest.raises(Exception, match="set model.d_norm=layer"):
+        train(cfg)
+
+
+# --- through the command line ------------------------------------------------------------
+
+def _run_cli(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, str(REPO / "run.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _cli_tiny(tmp_path: Path) -> list[str]:
+    return [*TINY, *TINY_MODEL["dcgan"], f"paths.cache_dir={tmp_path.parent / 't2f-cache'}"]
+
+
+def test_unknown_model_lists_the_choices(tmp_path):
+    result = _run_cli(["model=nosuchmodel"], tmp_path, timeout=60)
+    assert result.returncode != 0
+    assert "nosuchmodel" in result.stderr and "dcgan" in result.stderr
+
+
+def test_multirun_makes_two_runs_each_with_its_own_wandb_run(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "seed=1,2", "trainer.max_steps=2", *_cli_tiny(tmp_path), "logger=wandb",
+            f"hydra.sweep.dir={sweep}"]
+    result = _run_cli(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and (p / "checkpoints").exists())
+    assert len(jobs) == 2
+    for job in jobs:
+        assert (job / "checkpoints" / "last.ckpt").is_file()
+        assert len(list((job / "wandb").glob("offline-run-*"))) == 1
+    seeds = {OmegaConf.load(job / "config.yaml").seed for job in jobs}
+    assert seeds == {1, 2}
+
+
+def test_ddp_cpu_two_processes_train_and_seed_noise_per_rank(tmp_path):
+    run = tmp_path / "ddp"
+    args = ["trainer=ddp_cpu", "trainer.max_steps=6", *_cli_tiny(tmp_path), f"hydra.run.dir={run}"]
+    result = _run_cli(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Run directory: {run}" in result.stdout
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["t2f"]["images_seen"] == 3 * 8 * 2  # 3 batches of 8 on each of 2 ranks
+    states = ckpt["callbacks"]["RankSeed"]["rank_states"]
+    assert len(states) == 2 and not torch.equal(states[0]["torch"], states[1]["torch"])
