@@ -25,6 +25,10 @@ TINY = [
 ]
 TINY_MODEL = {
     "dcgan": ["model.g_width=8", "model.d_width=8", "model.latent_dim=16", "model.total_kimg=0.04"],
+    # 4 -> 8 -> 16 -> 32 px in 0.08 kimg: 10 batches of 8, with fade-ins at every switch
+    "t2f": ["model.fmap_base=64", "model.fmap_max=16", "model.noise_dim=8", "model.condition_dim=8",
+            "model.text_encoder.embedding_dim=8", "model.text_encoder.hidden_dim=16",
+            "model.schedule.kimg_per_stage=[0.016,0.016,0.024,0.024]", "model.ema_half_life_kimg=0.01"],
 }
 
 

@@ -16,8 +16,8 @@ from t2f.train import train
 from tests.conftest import REPO, TINY, TINY_MODEL, compose_config
 
 GROUP_OPTIONS = {
-    "model": ["dcgan"],
-    "dataset": ["synthetic"],
+    "model": ["dcgan", "t2f"],
+    "dataset": ["synthetic", "celeba", "face2text", "folder"],
     "trainer": ["default", "cpu", "gpu", "ddp", "ddp_cpu", "debug"],
     "logger": ["wandb", "tensorboard", "csv", "none"],
     "callbacks": ["default"],
@@ -30,7 +30,8 @@ def test_every_group_option_has_a_test_and_composes(tmp_path):
         on_disk = sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml"))
         assert sorted(options) == on_disk, f"conf/{group} has options this test does not cover"
         for option in options:
-            cfg = compose_config(tmp_path, [f"{group}={option}"], tiny=False)
+            extra = [f"dataset.root={tmp_path}"] if group == "dataset" else []
+            cfg = compose_config(tmp_path, [f"{group}={option}", *extra], tiny=False)
             OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
             assert cfg.model._target_.startswith("t2f.modules.")
             assert cfg.trainer._target_ == "pytorch_lightning.Trainer"
@@ -169,7 +170,7 @@ def _run_cli(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.Compl
 
 
 def _cli_tiny(tmp_path: Path) -> list[str]:
-    return [*TINY, *TINY_MODEL["dcgan"], f"paths.cache_dir={tmp_path.parent / 't2f-cache'}"]
+    return ["model=dcgan", *TINY, *TINY_MODEL["dcgan"], f"paths.cache_dir={tmp_path.parent / 't2f-cache'}"]
 
 
 def test_unknown_model_lists_the_choices(tmp_path):

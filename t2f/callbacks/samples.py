@@ -63,7 +63,7 @@ class SampleGrid(pl.Callback):
     @rank_zero_only
     def save(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._inputs is None:
-            self._inputs, self._labels = pl_module.fixed_sample_inputs(self.num_samples, self.seed)
+            self._inputs, self._labels = pl_module.fixed_sample_inputs(self.num_samples, self.nrow, self.seed)
         images = pl_module.generate(_to_device(self._inputs, pl_module.device))
         picture = grid_image(images, self.nrow, self._labels)
         os.makedirs(self.dirpath, exist_ok=True)

@@ -17,15 +17,19 @@ from torch.utils.data import DataLoader, Dataset
 from t2f.data.vocab import PAD, Vocabulary
 
 
+def pad_captions(captions: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id sequences -> (B, longest) PAD-filled ids and (B,) lengths."""
+    lengths = torch.tensor([len(c) for c in captions], dtype=torch.long)
+    padded = torch.full((len(captions), int(lengths.max())), PAD, dtype=torch.long)
+    for row, caption in enumerate(captions):
+        padded[row, : len(caption)] = caption
+    return padded, lengths
+
+
 def collate_faces(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     batch: dict[str, Any] = {"image": torch.stack([it["image"] for it in items])}
     if "caption" in items[0]:
-        captions = [it["caption"] for it in items]
-        lengths = torch.tensor([len(c) for c in captions], dtype=torch.long)
-        padded = torch.full((len(captions), int(lengths.max())), PAD, dtype=torch.long)
-        for row, caption in enumerate(captions):
-            padded[row, : len(caption)] = caption
-        batch["caption"], batch["caption_length"] = padded, lengths
+        batch["caption"], batch["caption_length"] = pad_captions([it["caption"] for it in items])
     if "attributes" in items[0]:
         batch["attributes"] = torch.stack([it["attributes"] for it in items])
     return batch

@@ -36,7 +36,10 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
+from torch_fidelity.feature_extractor_inceptionv3 import (
+    URL_INCEPTION_V3,
+    FeatureExtractorInceptionV3,
+)
 from torchmetrics import Metric
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
@@ -175,7 +178,11 @@ def load_feature_extractor(
         except Exception as err:  # any unpickling problem means a bad file
             raise ValueError(f"{path} could not be loaded as a module: {err}") from err
         if not isinstance(module, nn.Module):
-            raise ValueError(f"{path} holds a {type(module).__name__}, not an nn.Module feature extractor")
+            raise ValueError(
+                f"{path} holds a {type(module).__name__}, not an nn.Module feature extractor"
+                + (f" (a state dict? for Inception weights use feature_extractor={INCEPTION!r})"
+                   if isinstance(module, Mapping) else "")
+            )
         extractor: nn.Module = module
         ident = f"module-{_file_digest(path)[:12]}"
     else:

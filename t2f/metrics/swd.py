@@ -159,13 +159,13 @@ def _normalise(desc: Tensor, channels: int) -> Tensor:
     return ((d - mean) / std).float().reshape(desc.shape[0], -1)
 
 
-def _quantile_rows(sorted_proj: Tensor, n: int) -> Tensor:
-    """n rows of a row-sorted tensor at evenly spaced quantiles (identity when sizes match)."""
-    m = sorted_proj.shape[0]
+def _quantile_cols(sorted_proj: Tensor, n: int) -> Tensor:
+    """n columns of a (dirs, M) tensor sorted along M, at evenly spaced quantiles (identity if M == n)."""
+    m = sorted_proj.shape[1]
     if m == n:
         return sorted_proj
     idx = ((torch.arange(n, device=sorted_proj.device, dtype=torch.float64) + 0.5) * m / n).long()
-    return sorted_proj[idx.clamp_max(m - 1)]
+    return sorted_proj[:, idx.clamp_max(m - 1)]
 
 
 def _sliced_wasserstein(a: Tensor, b: Tensor, dir_repeats: int, dirs_per_repeat: int,
@@ -179,9 +179,9 @@ def _sliced_wasserstein(a: Tensor, b: Tensor, dir_repeats: int, dirs_per_repeat:
         dirs = (dirs / dirs.square().sum(dim=0, keepdim=True).sqrt()).float().to(a.device)
         total = 0.0
         for start in range(0, dirs_per_repeat, chunk):
-            d = dirs[:, start:start + chunk]
-            proj_a = _quantile_rows(torch.sort(a @ d, dim=0).values, n)
-            proj_b = _quantile_rows(torch.sort(b @ d, dim=0).values, n)
+            d = dirs[:, start:start + chunk].T.contiguous()  # (dirs, D): sort along contiguous rows
+            proj_a = _quantile_cols(torch.sort(d @ a.T, dim=1).values, n)
+            proj_b = _quantile_cols(torch.sort(d @ b.T, dim=1).values, n)
             total += float((proj_a - proj_b).abs().sum(dtype=torch.float64))
         results.append(total / (n * dirs_per_repeat))
     return sum(results) / len(results)

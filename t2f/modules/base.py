@@ -9,7 +9,7 @@ Subclasses own their networks and say how to score real and fake images.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytorch_lightning as pl
@@ -22,9 +22,9 @@ from t2f.losses import AdversarialLoss
 class GANModule(pl.LightningModule):
     """Base LightningModule: subclasses set ``self.generator`` and ``self.discriminator``.
 
-    Subclass API: ``sample_inputs`` (generator inputs for a batch), ``synthesize``
-    (inputs -> images in [-1, 1]), ``critic`` (images, batch -> scores) and optionally
-    ``extra_d_terms`` / ``extra_g_terms`` for model-specific loss parts.
+    Subclass API: ``sample_inputs`` (latents + conditions -> generator inputs) and
+    ``synthesize`` (inputs -> images in [-1, 1]); conditional models add ``conditions``,
+    ``critic`` and ``mismatched_scores``; ``extra_g_terms`` adds generator loss terms.
     """
 
     generator: nn.Module
@@ -56,51 +56,66 @@ class GANModule(pl.LightningModule):
         self.images_seen = 0
         self.batches_seen = 0
         self.run_config: dict[str, Any] | None = None  # set by t2f.train, stored in checkpoints
+        self.end_epoch_early = False  # set by callbacks that need a new data loader
 
     # --- networks ---------------------------------------------------------------------------
     def init_ema(self) -> None:
         """Call at the end of a subclass's __init__, once ``self.generator`` exists."""
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
 
-    def sample_inputs(self, batch_size: int, batch: dict[str, Any] | None = None,
+    def conditions(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """What the networks are conditioned on for this batch (e.g. a text embedding)."""
+        return {}
+
+    def sample_inputs(self, batch_size: int, conditions: dict[str, Any] | None = None,
                       generator: torch.Generator | None = None) -> dict[str, Any]:
-        """Generator inputs (latents, conditions) for ``batch_size`` fakes."""
+        """Generator inputs (latents plus the conditions) for ``batch_size`` fakes."""
         raise NotImplementedError
 
     def synthesize(self, net: nn.Module, inputs: dict[str, Any]) -> Tensor:
-        """Images from generator inputs, using ``net`` (the generator or its EMA)."""
+        """Images from generator inputs, using ``net`` (the generator or its EMA).
+
+        May add by-products to ``inputs`` (e.g. conditioning-augmentation statistics) for
+        ``extra_g_terms`` to use.
+        """
         raise NotImplementedError
 
     def critic(self, images: Tensor, conditions: dict[str, Any]) -> Tensor:
-        """Critic scores (B,) of ``images`` under the conditions (a batch or generator inputs)."""
+        """Critic scores (B,) of ``images`` under ``conditions``."""
         return self.discriminator(images)
+
+    def mismatched_scores(self, real: Tensor, conditions: dict[str, Any]) -> Tensor | None:
+        """Scores of real images under other samples' conditions (matching-aware critics)."""
+        return None
 
     def prepare_real(self, images: Tensor) -> Tensor:
         """Real images as the critic should see them now (progressive models resize them)."""
         return images
 
-    def extra_d_terms(self, batch: dict[str, Any], real: Tensor) -> dict[str, Tensor]:
-        return {}
-
     def extra_g_terms(self, inputs: dict[str, Any]) -> dict[str, Tensor]:
+        """Generator loss terms beyond the adversarial one (e.g. the KL of T2F)."""
         return {}
-
-    def mismatched_scores(self, batch: dict[str, Any], real: Tensor) -> Tensor | None:
-        return None
 
     # --- training ---------------------------------------------------------------------------
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         return [
-            self.optimizer_g(self.generator_parameters()),
-            self.optimizer_d(self.discriminator.parameters()),
+            self.optimizer_g(self.generator.parameters()),
+            self.optimizer_d(self.discriminator_parameters()),
         ]
 
-    def generator_parameters(self):
-        return self.generator.parameters()
+    def discriminator_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters trained by the critic loss (T2F adds its text encoder)."""
+        return self.discriminator.parameters()
 
     @property
     def kimg(self) -> float:
         return self.images_seen / 1000.0
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
+        if self.end_epoch_early:  # Lightning ends the epoch on -1 and rebuilds the loader
+            self.end_epoch_early = False
+            return -1
+        return None
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
@@ -108,16 +123,13 @@ class GANModule(pl.LightningModule):
         batch_size = real.shape[0]
 
         with self.toggled_optimizer(opt_d):
-            inputs = self.sample_inputs(batch_size, batch)
+            conditions = self.conditions(batch)
             with torch.no_grad():
-                fake = self.synthesize(self.generator, inputs)
+                fake = self.synthesize(self.generator, self.sample_inputs(batch_size, conditions))
             d_loss, d_parts = self.adversarial.d_loss(
-                lambda images: self.critic(images, batch), real, fake,
-                mismatched_scores=self.mismatched_scores(batch, real),
+                lambda images: self.critic(images, conditions), real, fake,
+                mismatched_scores=self.mismatched_scores(real, conditions),
             )
-            for name, value in self.extra_d_terms(batch, real).items():
-                d_parts[name] = value
-                d_loss = d_loss + value
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
             opt_d.step()
@@ -126,9 +138,11 @@ class GANModule(pl.LightningModule):
         self.batches_seen += 1
         if self.batches_seen % self.d_steps_per_g == 0:
             with self.toggled_optimizer(opt_g):
-                inputs = self.sample_inputs(batch_size, batch)
+                with torch.no_grad():  # the generator step trains the generator only
+                    conditions = self.conditions(batch)
+                inputs = self.sample_inputs(batch_size, conditions)
                 fake = self.synthesize(self.generator, inputs)
-                g_parts = {"adv": self.adversarial.g_loss(self.critic(fake, inputs))}
+                g_parts = {"adv": self.adversarial.g_loss(self.critic(fake, conditions))}
                 g_parts.update(self.extra_g_terms(inputs))
                 g_loss = sum(g_parts.values())
                 opt_g.zero_grad(set_to_none=True)
@@ -170,10 +184,12 @@ class GANModule(pl.LightningModule):
         finally:
             net.train(was_training)
 
-    def fixed_sample_inputs(self, n: int, seed: int) -> tuple[dict[str, Any], list[str] | None]:
-        """Inputs for the fixed sample grid and, for conditional models, one label per row."""
+    def fixed_sample_inputs(self, n: int, nrow: int, seed: int
+                            ) -> tuple[dict[str, Any], list[str] | None]:
+        """Inputs for the fixed sample grid (rows of ``nrow``) and, for conditional models,
+        one label per row."""
         gen = torch.Generator().manual_seed(seed)
-        return self.sample_inputs(n, None, generator=gen), None
+        return self.sample_inputs(n, {}, generator=gen), None
 
     # --- checkpoints ------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -34,7 +34,7 @@ class DCGANModule(GANModule):
         self.discriminator = DCGANDiscriminator(resolution, d_width, norm=d_norm)
         self.init_ema()
 
-    def sample_inputs(self, batch_size: int, batch: dict[str, Any] | None = None,
+    def sample_inputs(self, batch_size: int, conditions: dict[str, Any] | None = None,
                       generator: torch.Generator | None = None) -> dict[str, Any]:
         device = self.device if generator is None else "cpu"
         z = torch.randn(batch_size, self.latent_dim, device=device, generator=generator)
