@@ -102,6 +102,7 @@ class AdversarialLoss:
         gp_weight: float = 10.0,
         drift_weight: float = 0.0,
         r1_gamma: float = 0.0,
+        r1_interval: int = 1,
     ) -> None:
         if name not in LOSS_NAMES:
             raise ValueError(f"unknown loss {name!r}: choose one of {', '.join(LOSS_NAMES)}")
@@ -109,6 +110,13 @@ class AdversarialLoss:
         self.gp_weight = float(gp_weight)
         self.drift_weight = float(drift_weight)
         self.r1_gamma = float(r1_gamma)
+        if int(r1_interval) != r1_interval or r1_interval < 1:
+            raise ValueError(f"loss r1_interval={r1_interval} must be an integer >= 1")
+        self.r1_interval = int(r1_interval)
+
+    def r1_due(self, step: int) -> bool:
+        """Whether critic step ``step`` (0-based) computes R1: every ``r1_interval`` steps."""
+        return self.r1_gamma > 0 and step % self.r1_interval == 0
 
     @property
     def needs_input_gradients(self) -> bool:
@@ -125,13 +133,18 @@ class AdversarialLoss:
         real: Tensor,
         fake: Tensor,
         mismatched_scores: Tensor | None = None,
+        step: int = 0,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Critic loss on real vs fake images.
 
         ``mismatched_scores`` (matching-aware critics: real images scored with another
         sample's caption) count as fake; fakes and mismatches then weigh half each.
+        R1 is lazy (StyleGAN2) when ``r1_interval`` > 1: computed only on critic steps
+        ``step`` that are multiples of the interval, weighted ``gamma / 2 * r1_interval`` so
+        that its average weight stays ``gamma / 2``.
         """
-        real_in = real.detach().requires_grad_(self.r1_gamma > 0)
+        r1_now = self.r1_due(step)
+        real_in = real.detach().requires_grad_(r1_now)
         real_scores = critic(real_in)
         fake_scores = critic(fake.detach())
         parts: dict[str, Tensor] = {}
@@ -147,7 +160,8 @@ class AdversarialLoss:
             parts["gp"] = self.gp_weight * gradient_penalty(critic(mixed), mixed)
         if self.drift_weight > 0:
             parts["drift"] = self.drift_weight * drift_penalty(real_scores)
-        if self.r1_gamma > 0:
-            parts["r1"] = 0.5 * self.r1_gamma * r1_penalty(real_scores, real_in)
+        if r1_now:
+            weight = 0.5 * self.r1_gamma * self.r1_interval
+            parts["r1"] = weight * r1_penalty(real_scores, real_in)
         total = sum(parts.values())
         return total, parts

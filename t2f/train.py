@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -27,20 +27,26 @@ def train(cfg: DictConfig) -> dict[str, float]:
     pl.seed_everything(cfg.seed, workers=True)  # identical initial weights on every rank
     datamodule = instantiate(cfg.dataset)
     datamodule.setup("fit")
-    model_kwargs: dict[str, Any] = {}
-    if "vocab_size" in cfg.model:
+    # text-conditional models are sized by the vocabulary (StyleGAN only with model.conditional=true)
+    if "vocab_size" in cfg.model.keys() and cfg.model.get("conditional", True):
         if datamodule.vocab is None:
             raise ConfigError(
                 f"model={_choice('model')} is text-conditional but dataset={_choice('dataset')} "
                 "has no captions: choose a captioned dataset (synthetic, celeba, face2text)"
             )
-        model_kwargs["vocab_size"] = len(datamodule.vocab)
-    module = instantiate(cfg.model, **model_kwargs)
+        cfg.model.vocab_size = len(datamodule.vocab)  # recorded in the saved config
+    schedule = cfg.model.get("schedule")
+    if schedule is not None and "images_per_epoch" in schedule.keys():
+        schedule.images_per_epoch = len(datamodule.train_set)  # for epochs_per_stage
+    module = instantiate(cfg.model)
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
 
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    if cfg.get("metrics"):  # evaluation metrics (conf/metrics): a callback, never in checkpoints
+        callbacks.append(instantiate(cfg.metrics))
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    _share_cpu_threads(trainer)
 
     output_dir = cfg.paths.output_dir
     if trainer.is_global_zero:
@@ -60,6 +66,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
         f"Run directory: {output_dir}"
     )
     return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+
+
+def _share_cpu_threads(trainer: pl.Trainer) -> None:
+    """CPU processes of one node split the cores: oversubscribed threads run many times slower."""
+    if trainer.strategy.root_device.type == "cpu" and trainer.num_devices > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // trainer.num_devices))
 
 
 def _checked_ckpt_path(path: str | None) -> str | None:

@@ -16,12 +16,13 @@ from t2f.train import train
 from tests.conftest import REPO, TINY, TINY_MODEL, compose_config
 
 GROUP_OPTIONS = {
-    "model": ["dcgan", "t2f"],
+    "model": ["dcgan", "stylegan", "t2f"],
     "dataset": ["synthetic", "celeba", "face2text", "folder"],
     "trainer": ["default", "cpu", "gpu", "ddp", "ddp_cpu", "debug"],
     "logger": ["wandb", "tensorboard", "csv", "none"],
     "callbacks": ["default"],
-    "experiment": ["dcgan_synthetic64"],
+    "metrics": ["none", "swd", "fid", "alignment"],
+    "experiment": ["dcgan_synthetic64", "stylegan_celeba128", "t2f_original"],
 }
 
 
@@ -30,7 +31,7 @@ def test_every_group_option_has_a_test_and_composes(tmp_path):
         on_disk = sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml"))
         assert sorted(options) == on_disk, f"conf/{group} has options this test does not cover"
         for option in options:
-            extra = [f"dataset.root={tmp_path}"] if group == "dataset" else []
+            extra = [f"dataset.root={tmp_path}"] if group in ("dataset", "experiment") else []
             cfg = compose_config(tmp_path, [f"{group}={option}", *extra], tiny=False)
             OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
             assert cfg.model._target_.startswith("t2f.modules.")
@@ -41,6 +42,10 @@ def test_experiment_overrides_defaults(tmp_path):
     cfg = compose_config(tmp_path, ["experiment=dcgan_synthetic64"], tiny=False)
     assert cfg.dataset.resolution == 64 and cfg.model.resolution == 64
     assert cfg.model.loss.name == "wgan_gp" and cfg.model.d_norm == "layer"
+    original = compose_config(tmp_path, ["experiment=t2f_original", "dataset.root=/x"], tiny=False)
+    assert original.dataset._target_.endswith("Face2TextDataModule")
+    assert original.model.schedule.epochs_per_stage == [160, 80, 40, 20, 10]
+    assert original.dataset.batch_size == 16 and original.model.optimizer_g.lr == 0.001
 
 
 def _finite_losses(run_dir: Path) -> dict[str, float]:

@@ -24,7 +24,8 @@ class StageState:
 
 class ProgressiveSchedule:
     """Stages from ``start_resolution`` to ``max_resolution``, each ``kimg_per_stage[k]`` long
-    (one number: the same for every stage).
+    (one number: the same for every stage), or ``epochs_per_stage`` epochs of a training set
+    of ``images_per_epoch`` images.
 
     A stage after the first begins with a fade-in lasting ``fade_in_fraction`` of the stage
     (the T2F author's rule, 0.85 by default), during which alpha rises linearly from 0 to 1;
@@ -34,11 +35,13 @@ class ProgressiveSchedule:
     def __init__(
         self,
         max_resolution: int,
-        kimg_per_stage: Sequence[float] | float,
+        kimg_per_stage: Sequence[float] | float | None = None,
         start_resolution: int = 4,
         fade_in_fraction: float = 0.85,
         batch_sizes: Sequence[int] | None = None,
         learning_rates: Sequence[float] | None = None,
+        epochs_per_stage: Sequence[float] | float | None = None,
+        images_per_epoch: int | None = None,
     ) -> None:
         for name, res in (("start_resolution", start_resolution), ("max_resolution", max_resolution)):
             if res < 4 or res & (res - 1):
@@ -50,6 +53,14 @@ class ProgressiveSchedule:
         self.start_stage = start_resolution.bit_length() - 3  # 4 px is stage 0
         self.resolutions = [2 ** (k + 2) for k in range(self.start_stage, max_resolution.bit_length() - 2)]
         n = len(self.resolutions)
+        if (kimg_per_stage is None) == (epochs_per_stage is None):
+            raise ValueError("give the schedule's stage lengths as kimg_per_stage or epochs_per_stage")
+        if epochs_per_stage is not None:  # the original T2F counted epochs of its dataset
+            if not images_per_epoch:
+                raise ValueError("schedule epochs_per_stage needs images_per_epoch (the training set size)")
+            if isinstance(epochs_per_stage, (int, float)):
+                epochs_per_stage = [epochs_per_stage] * n
+            kimg_per_stage = [e * images_per_epoch / 1000 for e in epochs_per_stage]
         if isinstance(kimg_per_stage, (int, float)):
             kimg_per_stage = [kimg_per_stage] * n
         self.kimg_per_stage = self._per_stage("kimg_per_stage", kimg_per_stage, n, float)
@@ -94,7 +105,7 @@ class ProgressiveSchedule:
 
 
 class ProgressiveGrowing(pl.Callback):
-    """Before every batch, sets the module's ``stage`` and ``alpha`` from images seen.
+    """Before and after every batch, sets the module's ``stage`` and ``alpha`` from images seen.
 
     When the stage changes it sets that stage's learning rate (optimizer state is kept) and,
     if the batch size changes, ends the epoch early so Lightning rebuilds the data loader.
@@ -122,6 +133,9 @@ class ProgressiveGrowing(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            *args: Any) -> None:
+        schedule = self._schedule(pl_module)
+        if schedule is not None:  # so that checkpoints hold the stage of the images seen
+            self._apply(trainer, pl_module, schedule.at(pl_module.kimg))
         if self.state is not None:
             pl_module.log_dict(
                 {"res": float(self.state.resolution), "alpha": self.state.alpha}, prog_bar=True

@@ -14,8 +14,15 @@ from torchvision.utils import make_grid
 from t2f.callbacks.intervals import KimgInterval
 
 
-def grid_image(images: torch.Tensor, nrow: int, row_labels: list[str] | None = None) -> Image.Image:
-    """A PIL grid of images in [-1, 1]; with ``row_labels``, each row's text is printed beside it."""
+def grid_image(images: torch.Tensor, nrow: int, row_labels: list[str] | None = None,
+               min_size: int = 64) -> Image.Image:
+    """A PIL grid of images in [-1, 1]; with ``row_labels``, each row's text is printed beside it.
+
+    Images smaller than ``min_size`` (early progressive stages) are enlarged with nearest
+    neighbours so that every grid of a run is readable at the same scale.
+    """
+    if images.shape[-1] < min_size:
+        images = torch.nn.functional.interpolate(images.float(), scale_factor=min_size // images.shape[-1])
     grid = make_grid(images.float().cpu(), nrow=nrow, padding=2, normalize=True, value_range=(-1, 1))
     array = grid.mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
     picture = Image.fromarray(array)

@@ -129,6 +129,7 @@ class GANModule(pl.LightningModule):
             d_loss, d_parts = self.adversarial.d_loss(
                 lambda images: self.critic(images, conditions), real, fake,
                 mismatched_scores=self.mismatched_scores(real, conditions),
+                step=self.batches_seen,  # counts critic steps: lazy R1 runs every r1_interval
             )
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(d_loss)

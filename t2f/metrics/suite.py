@@ -1,0 +1,461 @@
+"""One evaluation of a GAN module: generate samples, compare them with real images, report
+numbers with their protocol. Used by the training callback and by ``python -m t2f.evaluate``.
+
+``MetricSuite.evaluate(module, datamodule, dataset_config, seed)``:
+
+1. ``num_samples`` images come from the EMA generator (``module.generate``), at the module's
+   current resolution (a progressive model's current stage). The samples are numbered
+   0..M-1 and cut into global batches of ``batch_size``; under DDP rank r generates batches
+   r, r + world, ... Latents are drawn for all M at once from ``seed`` and hidden noise (e.g.
+   T2F's conditioning augmentation) is seeded per batch, so the samples, hence the numbers,
+   do not depend on the number of processes as long as ``batch_size <= M / world``.
+   Text-conditional models are given validation captions (``datamodule.sample_captions``).
+2. Real images (``num_real`` from ``real_split``, a fixed seeded subset) are brought to that
+   resolution with ``fade_real(x, res, 1.0)`` (box filter), and their statistics are cached
+   on disk per metric under ``cache_dir/<name>-<Protocol key>.pt``; the key covers the dataset
+   config fingerprint, split, resolution, crop, resize, feature extractor and image count.
+3. Metrics update on every rank with the rank's own images and compute on every rank (their
+   states are all-gathered / summed), so every rank gets the same numbers.
+
+Results are flat: ``swd`` (x1e3, average over pyramid levels) and ``swd/<res>``; ``fid``,
+``kid``, ``kid_std``, ``is``, ``is_std``; ``alignment``, ``alignment/<attr>``,
+``r_precision``, ``alignment_ceiling``, ``r_precision_ceiling``, ``classifier_accuracy``.
+A metric that cannot run (Inception weights missing, SWD below 16 px, alignment for an
+unconditional model or a dataset without attributes) is skipped with one warning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, Subset
+
+from t2f.metrics.alignment import (
+    AlignmentMetric,
+    AttributeTask,
+    attribute_task,
+    class_priors,
+    classifier_from_statistics,
+    classifier_to_statistics,
+    mismatched_candidates,
+    predict_log_probs,
+    train_attribute_classifier,
+)
+from t2f.metrics.common import dist_rank_world
+from t2f.metrics.inception import INCEPTION, InceptionMetrics, build_inception_metrics
+from t2f.metrics.protocol import Protocol, cached_real_statistics
+from t2f.metrics.swd import SlicedWassersteinDistance
+
+__all__ = ["DatasetIdentity", "Evaluation", "MetricSuite", "dataset_identity"]
+
+# Loader settings that never change the images (left out of the dataset fingerprint).
+_LOADER_KEYS = {"batch_size", "num_workers", "pin_memory", "progress", "decode_workers", "cache", "cache_dir"}
+SWD_DEFAULTS = dict(patches_per_image=128, patch_size=7, dir_repeats=4, dirs_per_repeat=128, min_resolution=16)
+INCEPTION_DEFAULTS = dict(names=["fid", "kid", "is"], kid_subset_size=1000, kid_subsets=100, is_splits=10)
+ALIGNMENT_DEFAULTS = dict(num_mismatched=99, train_images=20000, val_images=2000, epochs=5, batch_size=128,
+                          lr=2e-3, width=32, seed=0)
+
+
+class MetricWarning(UserWarning):
+    """A metric was skipped (it cannot run for this model, dataset or resolution)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetIdentity:
+    """What the real images are: name, a fingerprint of the config, crop, native resolution."""
+
+    name: str
+    fingerprint: str
+    crop: str
+    resolution: int
+    resize: str
+
+    def resize_to(self, res: int) -> str:
+        return self.resize if res == self.resolution else f"{self.resize}+box{self.resolution // res}x"
+
+
+def dataset_identity(datamodule: Any, dataset_config: Mapping[str, Any] | None = None) -> DatasetIdentity:
+    """From the run's resolved ``dataset`` config (``module.run_config["dataset"]``), else
+    from the datamodule's simple attributes."""
+    if dataset_config is None:
+        dataset_config = {k: v for k, v in vars(datamodule).items()
+                          if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None)))}
+        dataset_config["_target_"] = f"{type(datamodule).__module__}.{type(datamodule).__qualname__}"
+    plain = {str(k): v for k, v in dict(dataset_config).items() if k not in _LOADER_KEYS}
+    fingerprint = hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    name = getattr(datamodule, "name", None)
+    if not isinstance(name, str) or name == "images":
+        name = type(datamodule).__name__.lower().replace("datamodule", "") or "dataset"
+    crop = getattr(datamodule, "crop", None)
+    crop_text = "none" if crop is None else (
+        f"square-{crop.size or 'min'}" + (f"@{crop.center[0]:g},{crop.center[1]:g}" if crop.center else "-center"))
+    resize = "lanczos" if crop is not None else "render-supersample-box"
+    return DatasetIdentity(name, fingerprint, crop_text, int(datamodule.resolution), resize)
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """Values (floats) and, per value, the protocol it was measured under."""
+
+    values: dict[str, float]
+    protocols: dict[str, Protocol]
+    resolution: int
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
+def _split(datamodule: Any, split: str) -> Dataset:
+    datamodule.setup("fit")
+    dataset = {"train": datamodule.train_set, "val": datamodule.val_set}.get(split)
+    if dataset is None or len(dataset) == 0:
+        raise ValueError(f"metrics real_split={split!r}: the dataset has no such split (train or val)")
+    return dataset
+
+
+def _items(dataset: Dataset, indices: Sequence[int], keys: Sequence[str] = ("image",)) -> dict[str, Tensor]:
+    """Stacked items; each item's random augmentation is seeded by its index."""
+    out: dict[str, list[Tensor]] = {k: [] for k in keys}
+    with torch.random.fork_rng(devices=[]):
+        for i in indices:
+            torch.manual_seed(int(i) + 7919)
+            item = dataset[int(i)]
+            for k in keys:
+                out[k].append(item[k])
+    return {k: torch.stack(v) for k, v in out.items()}
+
+
+def _item_captions(dataset: Dataset, index: int) -> list[str]:
+    """All caption texts of an item (synthetic faces, CelebA, any dataset with ``captions``)."""
+    while isinstance(dataset, Subset):
+        dataset, index = dataset.dataset, int(dataset.indices[index])
+    captions = getattr(dataset, "captions", None)
+    if captions is None:
+        return []
+    if hasattr(captions, "get") and hasattr(captions, "count"):
+        return [captions.get(index, j) for j in range(captions.count(index))]
+    return list(captions[index])
+
+
+def _subset(n: int, count: int, seed: int) -> list[int]:
+    if count >= n:
+        return list(range(n))
+    return sorted(torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:count].tolist())
+
+
+def _resize(images: Tensor, res: int) -> Tensor:
+    if images.shape[-1] == res:
+        return images
+    from t2f.modules.progressive import fade_real
+
+    return fade_real(images, res, 1.0)
+
+
+class MetricSuite:
+    """The metrics of one config; see the module docstring.
+
+    Args:
+        swd: SWD options (``SWD_DEFAULTS``), or None to skip SWD.
+        inception: ``{names: [fid, kid, is], kid_subset_size, kid_subsets, is_splits}``, or None.
+        alignment: classifier and R-precision options (``ALIGNMENT_DEFAULTS``), or None.
+        num_samples / num_real: generated and real images per evaluation.
+        inception_weights: ``metrics.inception_weights``; None = torch.hub cache / download.
+        feature_extractor: ``inception-v3-compat`` or ``module`` (a saved nn.Module at
+            ``inception_weights``, e.g. a small stub for tests).
+    """
+
+    def __init__(
+        self,
+        swd: Mapping[str, Any] | None = None,
+        inception: Mapping[str, Any] | None = None,
+        alignment: Mapping[str, Any] | None = None,
+        num_samples: int = 2048,
+        num_real: int = 2048,
+        batch_size: int = 64,
+        seed: int = 0,
+        cache_dir: str = "~/.cache/t2f/metrics",
+        real_split: str = "train",
+        real_seed: int = 0,
+        inception_weights: str | None = None,
+        feature_extractor: str = INCEPTION,
+    ) -> None:
+        if num_samples < 1 or num_real < 1 or batch_size < 1:
+            raise ValueError("metrics.num_samples, metrics.num_real and metrics.batch_size must be positive")
+        self.swd = {**SWD_DEFAULTS, **dict(swd)} if swd is not None else None
+        self.inception = {**INCEPTION_DEFAULTS, **dict(inception)} if inception is not None else None
+        self.alignment = {**ALIGNMENT_DEFAULTS, **dict(alignment)} if alignment is not None else None
+        if not (self.swd or self.inception or self.alignment):
+            raise ValueError("no metrics selected: give swd, inception and/or alignment options")
+        self.num_samples, self.num_real, self.batch_size = int(num_samples), int(num_real), int(batch_size)
+        self.seed, self.real_seed = int(seed), int(real_seed)
+        self.cache_dir = str(cache_dir)
+        self.real_split = str(real_split)
+        self.inception_weights = inception_weights or None
+        self.feature_extractor = feature_extractor
+        self._inception: InceptionMetrics | None = None
+        self._real: dict[tuple[str, str], Any] = {}  # (metric, protocol key) -> statistics / classifier
+        self._warned: set[str] = set()
+
+    # ----------------------------------------------------------------------------- helpers
+    def _warn(self, message: str) -> None:
+        if message in self._warned:
+            return
+        self._warned.add(message)
+        if dist_rank_world()[0] == 0:
+            warnings.warn(message, MetricWarning, stacklevel=3)
+
+    def _inception_metrics(self) -> InceptionMetrics:
+        if self._inception is None:
+            opts = self.inception
+            self._inception = build_inception_metrics(
+                list(opts["names"]), self.inception_weights, feature_extractor=self.feature_extractor,
+                kid_subset_size=int(opts["kid_subset_size"]), kid_subsets=int(opts["kid_subsets"]),
+                is_splits=int(opts["is_splits"]), seed=0, batch_size=self.batch_size)
+        return self._inception
+
+    def _real_pass(self, dataset: Dataset, indices: Sequence[int], res: int, device: torch.device, fn) -> None:
+        rank, world = dist_rank_world()
+        mine = list(indices)[rank::world]
+        for start in range(0, len(mine), self.batch_size):
+            images = _items(dataset, mine[start:start + self.batch_size])["image"].to(device)
+            fn(_resize(images, res))
+
+    # ----------------------------------------------------------------------------- evaluate
+    @torch.no_grad()
+    def evaluate(self, module: Any, datamodule: Any, dataset_config: Mapping[str, Any] | None = None,
+                 seed: int | None = None) -> Evaluation:
+        seed = self.seed if seed is None else int(seed)
+        rank, world = dist_rank_world()
+        device = module.device
+        m = self.num_samples
+        if m < world:
+            raise ValueError(f"metrics.num_samples={m} is smaller than the number of processes ({world})")
+        bs = min(self.batch_size, -(-m // world))
+        batches = [(s, min(s + bs, m)) for s in range(0, m, bs)]
+        mine = batches[rank::world]
+
+        if world > 1:  # samples come from rank 0's EMA generator on every rank: its buffers (e.g.
+            # batch-norm statistics, which DDP does not synchronise here) may differ per rank
+            ema = getattr(module, "generator_ema", None)
+            for buffer in ema.buffers() if ema is not None else ():
+                torch.distributed.broadcast(buffer, src=0)
+        text = hasattr(module, "encode_captions") and getattr(datamodule, "vocab", None) is not None
+        captions = datamodule.sample_captions(m, seed=seed) if text else None
+        latents = module.sample_inputs(m, {}, generator=torch.Generator().manual_seed(seed))
+
+        def generate(start: int, stop: int) -> Tensor:
+            inputs = {k: v[start:stop] if torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == m else v
+                      for k, v in latents.items()}
+            if captions is not None:
+                inputs.update(module.encode_captions(captions[start:stop], datamodule.vocab))
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(seed * 1_000_003 + start)
+                return module.generate(inputs).float()
+
+        first = generate(*mine[0])
+        res = int(first.shape[-1])
+        ident = dataset_identity(datamodule, dataset_config)
+        real_set = _split(datamodule, self.real_split)
+        real_idx = _subset(len(real_set), self.num_real, self.real_seed)
+        base = dict(dataset=ident.name, resolution=res, num_real=len(real_idx), num_fake=m, split=self.real_split,
+                    crop=ident.crop, resize=ident.resize_to(res))
+        common = {"dataset_config": ident.fingerprint, "real_seed": self.real_seed}
+        protocols: dict[str, Protocol] = {}
+        notes: list[str] = []
+        updaters = []  # callables fed each batch of fakes
+        computers = []  # callables returning {name: tensor}
+
+        # --- SWD
+        if self.swd is not None:
+            opts = self.swd
+            if res < opts["min_resolution"]:
+                note = f"SWD skipped at {res}px: it needs at least {opts['min_resolution']}px (ProGAN's protocol)"
+                notes.append(note)
+            else:
+                swd = SlicedWassersteinDistance(**opts, seed=0).to(device)
+                proto = Protocol(feature_extractor=swd.feature_extractor_id, **{**base, "num_fake": 0},
+                                 options=common)
+                key = ("swd", proto.key())
+                if key not in self._real:
+                    def compute_swd(metric=swd, proto=proto):
+                        self._real_pass(real_set, real_idx, res, device, lambda x: metric.update(x, real=True))
+                        return metric.real_statistics()
+                    self._real[key] = cached_real_statistics(proto, self.cache_dir, compute_swd, name="swd")
+                    swd.reset()
+                swd.load_real_statistics(self._real[key])
+                updaters.append(lambda x, start, stop, metric=swd: metric.update(x, real=False))
+
+                def swd_values(metric=swd):
+                    out = metric.compute()
+                    values = {"swd": out["swd_x1e3_avg"]}
+                    values.update({f"swd/{k.rsplit('_', 1)[1]}": v for k, v in out.items() if k != "swd_x1e3_avg"})
+                    return values
+                computers.append(swd_values)
+                reported = proto.replace(num_fake=m, options={
+                    **common, "dir_repeats": opts["dir_repeats"], "dirs_per_repeat": opts["dirs_per_repeat"],
+                    "seed": seed})
+                protocols["swd"] = reported
+                for r in range(int(math.log2(res)), int(math.log2(opts["min_resolution"])) - 1, -1):
+                    protocols[f"swd/{2 ** r}"] = reported
+
+        # --- FID / KID / IS
+        if self.inception is not None:
+            inc = self._inception_metrics()
+            if not inc.available:
+                self._warn("FID/KID/IS are skipped: the Inception weights are not available "
+                           "(set metrics.inception_weights=/path/to/weights; see the warning above)")
+            else:
+                inc.to(device)
+                proto = Protocol(feature_extractor=inc.feature_extractor_id, **{**base, "num_fake": 0}, options=common)
+                key = ("inception", proto.key())
+                if key not in self._real:
+                    def compute_inc(metric=inc):
+                        metric.reset(real=True)
+                        self._real_pass(real_set, real_idx, res, device, lambda x: metric.update(x, real=True))
+                        return metric.real_statistics()
+                    self._real[key] = cached_real_statistics(proto, self.cache_dir, compute_inc, name="inception")
+                inc.load_real_statistics(self._real[key])
+                subset = min(int(self.inception["kid_subset_size"]), len(real_idx), m)
+                if "kid" in inc:
+                    inc["kid"].subset_size = subset
+                updaters.append(lambda x, start, stop, metric=inc: metric.update(x, real=False))
+
+                def inc_values(metric=inc):
+                    out = metric.compute()
+                    names = {"fid": "fid", "kid_mean": "kid", "kid_std": "kid_std", "is_mean": "is", "is_std": "is_std"}
+                    return {names[k]: v for k, v in out.items()}
+                computers.append(inc_values)
+                reported = proto.replace(num_fake=m, options={
+                    **common, "kid_subset_size": subset, "kid_subsets": self.inception["kid_subsets"],
+                    "is_splits": self.inception["is_splits"], "seed": seed})
+                for name in ("fid", "kid", "kid_std", "is", "is_std"):
+                    protocols[name] = reported
+
+        # --- text-image alignment
+        if self.alignment is not None:
+            task = attribute_task(datamodule)
+            if captions is None:
+                self._warn(f"alignment is skipped: {type(module).__name__} is not text-conditional")
+            elif task is None:
+                self._warn(f"alignment is skipped: {type(datamodule).__name__} has no attributes to check "
+                           "captions against (synthetic and CelebA have)")
+            else:
+                net, log_priors, proto, extra = self._classifier(task, datamodule, ident, res, device)
+                metric = AlignmentMetric(task.names, log_priors).to(device)
+                pool = task.targets(captions)
+                gen_seed = seed * 1_000_003 + 17
+
+                def align_update(x, start, stop, metric=metric, net=net):
+                    targets = pool[start:stop]
+                    g = torch.Generator().manual_seed(gen_seed + start)
+                    cand, valid = mismatched_candidates(targets, pool, int(self.alignment["num_mismatched"]), g)
+                    metric.update(predict_log_probs(net, x), targets, cand, valid)
+                updaters.append(align_update)
+                computers.append(lambda metric=metric: metric.compute())
+                computers.append(lambda extra=extra: {k: v for k, v in extra.items()})
+                reported = proto.replace(num_fake=m, split=f"{self.real_split}+captions:val", options={
+                    **proto.options, "num_mismatched": int(self.alignment["num_mismatched"]), "seed": seed,
+                    "score": "sum log p(value|x) - log prior(value)"})
+                for name in ("alignment", "r_precision", *(f"alignment/{n}" for n in task.names)):
+                    protocols[name] = reported
+                for name in extra:
+                    protocols[name] = proto
+
+        # --- fakes
+        for j, (start, stop) in enumerate(mine):
+            images = first if j == 0 else generate(start, stop)
+            for update in updaters:
+                update(images, start, stop)
+        values: dict[str, float] = {}
+        for compute in computers:  # the same order on every rank: they hold collectives
+            values.update({k: float(v) for k, v in compute().items()})
+        return Evaluation(values, {k: p for k, p in protocols.items() if k in values}, res, notes)
+
+    # ----------------------------------------------------------------------------- classifier
+    def _classifier(self, task: AttributeTask, datamodule: Any, ident: DatasetIdentity, res: int,
+                    device: torch.device):
+        opts = self.alignment
+        train_set = _split(datamodule, "train")
+        val_set = datamodule.val_set if datamodule.val_set is not None and len(datamodule.val_set) else None
+        train_idx = _subset(len(train_set), int(opts["train_images"]), self.real_seed)
+        val_idx = _subset(len(val_set), int(opts["val_images"]), self.real_seed) if val_set is not None else []
+        extractor = (f"attrclf-{task.id}-w{opts['width']}-e{opts['epochs']}-b{opts['batch_size']}"
+                     f"-lr{opts['lr']:g}-seed{opts['seed']}")
+        proto = Protocol(dataset=ident.name, resolution=res, feature_extractor=extractor, num_real=len(train_idx),
+                         num_fake=0, split="train", crop=ident.crop, resize=ident.resize_to(res),
+                         options={"dataset_config": ident.fingerprint, "real_seed": self.real_seed,
+                                  "val_images": len(val_idx), "num_mismatched": int(opts["num_mismatched"])})
+        key = ("alignment", proto.key())
+        if key not in self._real:
+            def train() -> dict[str, Tensor]:
+                rank, world = dist_rank_world()
+                stats = None
+                if rank == 0:
+                    stats = self._train_classifier(task, train_set, train_idx, val_set, val_idx, res, device)
+                if world > 1:  # trained once, on rank 0
+                    box = [stats]
+                    torch.distributed.broadcast_object_list(box, src=0)
+                    stats = box[0]
+                return stats
+            self._real[key] = cached_real_statistics(proto, self.cache_dir, train, name="attribute-classifier")
+        net, priors, extra = classifier_from_statistics(self._real[key], task.num_classes, int(opts["width"]))
+        return net.to(device), [p.log() for p in priors], proto, extra
+
+    def _train_classifier(self, task: AttributeTask, train_set: Dataset, train_idx: Sequence[int],
+                          val_set: Dataset | None, val_idx: Sequence[int], res: int,
+                          device: torch.device) -> dict[str, Tensor]:
+        opts = self.alignment
+        data = _items(train_set, train_idx, ("image", "attributes"))
+        images = _to_uint8(_resize(data["image"], res))
+        attributes = data["attributes"].long()
+        net = train_attribute_classifier(
+            images, attributes, task.num_classes, epochs=int(opts["epochs"]), batch_size=int(opts["batch_size"]),
+            lr=float(opts["lr"]), width=int(opts["width"]), seed=int(opts["seed"]), device=device)
+        priors = class_priors(attributes, task.num_classes)
+        extra: dict[str, Tensor] = {}
+        if val_idx:
+            extra = real_alignment(net, task, val_set, val_idx, priors, res, int(opts["num_mismatched"]),
+                                   seed=int(opts["seed"]))
+        return classifier_to_statistics(net, priors, extra)
+
+
+def _to_uint8(images: Tensor) -> Tensor:
+    from t2f.metrics.common import to_uint8
+
+    return to_uint8(images)
+
+
+@torch.no_grad()
+def real_alignment(net, task: AttributeTask, dataset: Dataset, indices: Sequence[int], priors: Sequence[Tensor],
+                   res: int, num_mismatched: int = 99, seed: int = 0) -> dict[str, Tensor]:
+    """The ceilings: alignment and R-precision of real images with their own (first) caption,
+    and the classifier's plain accuracy over all attributes."""
+    data = _items(dataset, indices, ("image", "attributes"))
+    log_probs = predict_log_probs(net, _resize(data["image"], res))
+    device = log_probs[0].device
+    truth = data["attributes"].long().to(device)
+    preds = torch.stack([lp.argmax(1) for lp in log_probs], dim=1)
+    texts, owner = [], []  # caption 0 of each image, as datamodule.sample_captions gives
+    for row, i in enumerate(indices):
+        captions = _item_captions(dataset, int(i))
+        if captions:
+            texts.append(captions[0])
+            owner.append(row)
+    out = {"classifier_accuracy": (preds == truth).double().mean(0).mean().float()}
+    if texts:
+        targets = task.targets(texts)
+        owner_t = torch.tensor(owner, device=device)
+        cand, valid = mismatched_candidates(targets, targets, num_mismatched, torch.Generator().manual_seed(seed))
+        metric = AlignmentMetric(task.names, [p.log() for p in priors], sync_on_compute=False).to(device)
+        metric.update([lp[owner_t] for lp in log_probs], targets, cand, valid)
+        values = metric.compute()
+        out["alignment_ceiling"] = values["alignment"]
+        if "r_precision" in values:
+            out["r_precision_ceiling"] = values["r_precision"]
+    return out

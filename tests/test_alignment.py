@@ -1,0 +1,126 @@
+"""Text-image alignment: attribute classifier, caption targets, ceiling and chance levels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from t2f.data.synthetic import ATTRIBUTES, SyntheticDataModule
+from t2f.metrics.alignment import (
+    AlignmentMetric,
+    celeba_task,
+    class_priors,
+    mismatched_candidates,
+    predict_log_probs,
+    synthetic_task,
+    train_attribute_classifier,
+)
+from t2f.metrics.suite import _item_captions, _items, real_alignment
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.getbasetemp() / "t2f-cache" / "synthetic"
+    dm = SyntheticDataModule(root=str(root), size=1200, val_size=300, resolution=16, batch_size=8)
+    dm.setup("fit")
+    task = synthetic_task()
+    data = _items(dm.train_set, range(len(dm.train_set)), ("image", "attributes"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small convolutions: one thread is faster on a busy 2-core machine
+    try:
+        net = train_attribute_classifier(data["image"], data["attributes"], task.num_classes, epochs=5, width=16,
+                                         seed=0)
+    finally:
+        torch.set_num_threads(threads)
+    priors = class_priors(data["attributes"], task.num_classes)
+    return dm, task, net, priors
+
+
+def _val(dm, task, net):
+    idx = list(range(len(dm.val_set)))
+    data = _items(dm.val_set, idx, ("image", "attributes"))
+    log_probs = predict_log_probs(net, data["image"])
+    captions = [_item_captions(dm.val_set, i)[0] for i in idx]
+    return data["attributes"], log_probs, captions
+
+
+def test_caption_targets_are_the_mentioned_true_attributes(trained) -> None:
+    dm, task, _, _ = trained
+    truth = _items(dm.val_set, range(50), ("attributes",))["attributes"]
+    targets = task.targets([_item_captions(dm.val_set, i)[0] for i in range(50)])
+    mentioned = targets >= 0
+    assert mentioned.any(1).all() and not mentioned.all()  # captions mention some attributes, not all
+    assert torch.equal(targets[mentioned], truth[mentioned])
+    assert task.names == tuple(ATTRIBUTES)
+    celeba = celeba_task(["Male", "Smiling", "No_Beard", "Eyeglasses"]).targets(
+        ["A smiling man with a beard.", "This woman is wearing glasses."])
+    assert celeba.tolist() == [[1, 1, 0, -1], [0, -1, -1, 1]]
+
+
+def test_real_images_score_the_classifier_accuracy_and_text_blind_generator_scores_chance(trained) -> None:
+    dm, task, net, priors = trained
+    truth, log_probs, captions = _val(dm, task, net)
+    targets = task.targets(captions)
+    preds = torch.stack([lp.argmax(1) for lp in log_probs], 1)
+    mentioned = targets >= 0
+    # The classifier's accuracy on those images, over the attributes their captions mention.
+    per_attr = [((preds[:, a] == truth[:, a]) & mentioned[:, a]).sum() / mentioned[:, a].sum()
+                for a in range(len(task.names)) if mentioned[:, a].any()]
+    accuracy = float(torch.stack(per_attr).mean())
+    ceiling = real_alignment(net, task, dm.val_set, range(len(dm.val_set)), priors, 16, seed=0)
+    assert float(ceiling["alignment_ceiling"]) == pytest.approx(accuracy, abs=1e-6)
+    assert float(ceiling["classifier_accuracy"]) == pytest.approx(float((preds == truth).float().mean()), abs=1e-6)
+    assert accuracy > 0.6, accuracy  # the classifier learned something: the test below means something
+
+    log_priors = [p.log() for p in priors]
+    real = AlignmentMetric(task.names, log_priors, sync_on_compute=False)
+    cand, valid = mismatched_candidates(targets, targets, 99, torch.Generator().manual_seed(0))
+    real.update(log_probs, targets, cand, valid)
+    real_values = real.compute()
+    assert float(real_values["alignment"]) == pytest.approx(accuracy, abs=1e-6)
+    assert float(real_values["r_precision"]) == pytest.approx(float(ceiling["r_precision_ceiling"]), abs=1e-6)
+
+    # A generator that ignores the text: its images are unrelated to the captions.
+    perm = torch.randperm(len(captions), generator=torch.Generator().manual_seed(1))
+    blind = AlignmentMetric(task.names, log_priors, sync_on_compute=False)
+    shuffled = targets[perm]
+    cand, valid = mismatched_candidates(shuffled, targets, 99, torch.Generator().manual_seed(0))
+    blind.update(log_probs, shuffled, cand, valid)
+    blind_values = blind.compute()
+    # Chance: agreement of independent prediction and caption marginals, per attribute.
+    chance = []
+    for a, k in enumerate(task.num_classes):
+        m = targets[:, a] >= 0
+        if m.any():
+            p_pred = torch.bincount(preds[:, a], minlength=k).double() / len(preds)
+            p_cap = torch.bincount(targets[m, a], minlength=k).double() / int(m.sum())
+            chance.append(float((p_pred * p_cap).sum()))
+    chance_level = sum(chance) / len(chance)
+    assert abs(float(blind_values["alignment"]) - chance_level) < 0.08, (blind_values["alignment"], chance_level)
+    assert float(real_values["alignment"]) > chance_level + 0.2
+    assert float(blind_values["r_precision"]) < 0.06  # about 1/100
+    assert float(real_values["r_precision"]) > 0.3
+
+
+def test_mismatched_candidates_are_distinct_and_differ() -> None:
+    pool = torch.tensor([[0, 1], [0, 1], [1, 1], [1, 0], [0, -1], [1, -1]])
+    cand, valid = mismatched_candidates(pool[:2], pool, 4, torch.Generator().manual_seed(0))
+    assert cand.shape == (2, 4, 2) and valid.shape == (2, 4)
+    for row in range(2):
+        got = cand[row][valid[row]]
+        assert len(got) == 4 and not (got == pool[row]).all(1).any()
+    few, ok = mismatched_candidates(pool[:1], pool[:3], 5, torch.Generator().manual_seed(0))
+    assert few.shape == (1, 5, 2) and int(ok.sum()) == 1  # only [1, 1] differs from [0, 1]
+
+
+def test_classifier_cache_round_trip(trained, tmp_path: Path) -> None:
+    from t2f.metrics.alignment import classifier_from_statistics, classifier_to_statistics
+
+    _, task, net, priors = trained
+    stats = classifier_to_statistics(net, priors, {"classifier_accuracy": torch.tensor(0.5)})
+    back, back_priors, extra = classifier_from_statistics(stats, task.num_classes, 16)
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    assert torch.equal(back(x), net(x)) and float(extra["classifier_accuracy"]) == 0.5
+    assert all(torch.equal(a, b) for a, b in zip(back_priors, priors))

@@ -1,0 +1,51 @@
+"""``python -m t2f.evaluate`` on a checkpoint of a short T2F training: table and JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from t2f.train import train
+from tests.conftest import REPO, compose_config
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny networks: one intra-op thread is faster than two on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_evaluate_cli_prints_table_and_writes_json(tmp_path: Path) -> None:
+    cfg = compose_config(tmp_path, [], model="t2f")
+    train(cfg)
+    ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    out = tmp_path / "eval" / "result.json"
+    args = [f"ckpt={ckpt}", "metrics=[swd,alignment]", "num_samples=16", "num_real=32", "batch_size=8", "seeds=2",
+            f"out={out}", f"paths.cache_dir={tmp_path.parent / 't2f-cache'}", "metrics.swd.dirs_per_repeat=32",
+            "metrics.alignment.epochs=1", "metrics.alignment.width=8", "metrics.alignment.val_images=16"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "t2f.evaluate", *args], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["model"] == "T2FModule" and report["resolution"] == 32 and report["seeds"] == [0, 1]
+    metrics = report["metrics"]
+    for name in ("swd", "alignment", "r_precision", "alignment_ceiling", "classifier_accuracy"):
+        assert name in metrics, sorted(metrics)
+        assert len(metrics[name]["values"]) == 2 and metrics[name]["protocol_key"]
+        assert metrics[name]["protocol"] in result.stdout  # the protocol is printed beside the number
+    assert metrics["swd"]["std"] > 0  # different seeds, different samples
+    assert "seed=[0, 1]" in metrics["swd"]["protocol"]
+    assert "mean ± std" in result.stdout and f"Wrote {out}" in result.stdout
+    line = next(ln for ln in result.stdout.splitlines() if ln.startswith("swd "))
+    assert f"{metrics['swd']['mean']:.4f} ± {metrics['swd']['std']:.4f}" in line
+    assert not list(tmp_path.glob("outputs")) and not list(tmp_path.glob("*.log"))  # writes nothing else

@@ -1,0 +1,108 @@
+"""Progressive growing: the schedule as a function of kimg, the callback, and resume mid-fade."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from t2f.callbacks.progressive import ProgressiveSchedule
+from t2f.modules.progressive import fade_real
+from t2f.nets.layers import downsample2x, upsample2x
+from t2f.train import train
+from tests.conftest import compose_config
+
+
+def test_schedule_timeline_stage_and_alpha_as_functions_of_kimg():
+    s = ProgressiveSchedule(max_resolution=32, kimg_per_stage=[10, 20, 20, 40], fade_in_fraction=0.5)
+    assert s.resolutions == [4, 8, 16, 32] and s.total_kimg == 90
+    assert s.at(0).resolution == 4 and s.at(0).alpha == 1.0  # nothing to fade from at 4 px
+    assert s.at(9.99).stage == 0
+    assert (s.at(10).resolution, s.at(10).alpha) == (8, 0.0)  # a new stage starts fully faded out
+    assert s.at(15).alpha == pytest.approx(0.5)  # half way through the 10 kimg fade-in
+    assert s.at(20).alpha == 1.0 and s.at(29.9).resolution == 8  # then stable
+    assert (s.at(30).resolution, s.at(40).alpha) == (16, 1.0)
+    assert s.at(55).resolution == 32 and s.at(55).alpha == pytest.approx(0.25)
+    assert s.at(1000).resolution == 32 and s.at(1000).alpha == 1.0
+
+
+def test_schedule_per_stage_options_and_scalar_kimg():
+    s = ProgressiveSchedule(max_resolution=16, kimg_per_stage=5, start_resolution=8,
+                            batch_sizes=[32, 16], learning_rates=[1e-3, 5e-4])
+    assert s.resolutions == [8, 16] and s.kimg_per_stage == [5.0, 5.0] and s.start_stage == 1
+    assert s.batch_size(1) == 32 and s.batch_size(2) == 16 and s.learning_rate(2) == 5e-4
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(max_resolution=30, kimg_per_stage=1), "max_resolution=30 is not a power of two"),
+    (dict(max_resolution=32, kimg_per_stage=[1, 2]), "has 2 entries but there are 4 stages"),
+    (dict(max_resolution=32, kimg_per_stage=1, batch_sizes=[8]), "batch_sizes has 1 entries"),
+    (dict(max_resolution=8, kimg_per_stage=1, start_resolution=16), "above max_resolution"),
+    (dict(max_resolution=8, kimg_per_stage=[1, -1]), "must be positive"),
+])
+def test_schedule_validation_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ProgressiveSchedule(**kwargs)
+
+
+def test_real_images_fade_like_generated_ones():
+    images = torch.randn(2, 3, 32, 32)
+    at16 = torch.nn.functional.avg_pool2d(images, 2)
+    assert torch.allclose(fade_real(images, 16, 1.0), at16)
+    # alpha = 0: the previous resolution, upsampled (what the generator shows at alpha 0)
+    assert torch.allclose(fade_real(images, 16, 0.0), upsample2x(downsample2x(at16)))
+    mid = fade_real(images, 16, 0.3)
+    assert torch.allclose(mid, 0.7 * upsample2x(downsample2x(at16)) + 0.3 * at16, atol=1e-6)
+
+
+def _t2f_run(tmp_path: Path, overrides: list[str] | None = None):
+    cfg = compose_config(tmp_path, ["trainer.log_every_n_steps=1", *(overrides or [])], model="t2f")
+    return cfg, train(cfg)
+
+
+def test_t2f_trains_across_every_stage_switch_with_per_stage_batch_sizes(tmp_path):
+    cfg, metrics = _t2f_run(tmp_path, ["model.schedule.batch_sizes=[8,8,4,4]"])
+    run = Path(cfg.paths.output_dir)
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["t2f"]["stage"] == 3 and ckpt["t2f"]["alpha"] > 0.9  # in the last fade-in
+    assert ckpt["t2f"]["images_seen"] >= 80
+    sizes = {p.stem.split("_")[-1] for p in (run / "samples").glob("*.png")}
+    assert {"4px", "32px"} <= sizes
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    assert len(ckpt["SyntheticDataModule"]["vocab"]["tokens"]) > 20  # vocabulary travels along
+
+
+def test_resume_mid_fade_restores_stage_alpha_and_images_seen(tmp_path):
+    # Stop inside the 8 px fade-in (stage 1 spans 0.016-0.032 kimg; the fade-in its first 85%).
+    first, _ = _t2f_run(tmp_path / "a", ["trainer.max_steps=6"])  # 3 batches of 8 = 0.024 kimg
+    ckpt_path = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
+    saved = torch.load(ckpt_path, weights_only=True)
+    assert saved["t2f"]["stage"] == 1 and 0.0 < saved["t2f"]["alpha"] < 1.0
+
+    seen = {}
+    import pytorch_lightning as pl
+
+    import t2f.train as train_module
+
+    class Probe(pl.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            seen.setdefault("first", (module.images_seen, module.stage, module.alpha, batch["image"].shape))
+
+    second = compose_config(tmp_path / "b", [f"ckpt_path={ckpt_path}"], model="t2f")
+    original = train_module.instantiate
+
+    def with_probe(config, *args, **kwargs):
+        if config is second.trainer:
+            kwargs["callbacks"] = [*kwargs["callbacks"], Probe()]
+        return original(config, *args, **kwargs)
+
+    train_module.instantiate = with_probe
+    try:
+        train(second)
+    finally:
+        train_module.instantiate = original
+    images, stage, alpha, _ = seen["first"]
+    expected = ProgressiveSchedule(32, [0.016, 0.016, 0.024, 0.024]).at(images / 1000)
+    assert images == saved["t2f"]["images_seen"] == 24
+    assert (stage, alpha) == (expected.stage, expected.alpha) == (1, pytest.approx(saved["t2f"]["alpha"]))
