@@ -17,8 +17,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from t2f.utils import ConfigError, print_config, rank_zero_print
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit one model; returns the final logged metrics as floats."""
+def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> dict[str, float]:
+    """Fit one model; returns the final logged metrics as floats.
+
+    ``extra_callbacks`` join the configured ones (for programmatic use and tests).
+    """
     os.environ.setdefault("WANDB_MODE", "offline")  # never block on a login prompt
     os.environ.setdefault("WANDB_SILENT", "true")
     ckpt_path = _checked_ckpt_path(cfg.get("ckpt_path"))
@@ -44,6 +47,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     if cfg.get("metrics"):  # evaluation metrics (conf/metrics): a callback, never in checkpoints
         callbacks.append(instantiate(cfg.metrics))
+    callbacks += list(extra_callbacks or [])
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     _share_cpu_threads(trainer)

@@ -28,11 +28,11 @@ TINY_MODEL = {
     # 4 -> 8 -> 16 -> 32 px in 0.08 kimg: 10 batches of 8, with fade-ins at every switch
     "t2f": ["model.fmap_base=64", "model.fmap_max=16", "model.noise_dim=8", "model.condition_dim=8",
             "model.text_encoder.embedding_dim=8", "model.text_encoder.hidden_dim=16",
-            "model.schedule.kimg_per_stage=[0.016,0.016,0.024,0.024]", "model.ema_half_life_kimg=0.01"],
+            "model.schedule.kimg_per_stage=[0.016,0.016,0.024,0.024]", "model.schedule.batch_sizes=null", "model.ema_half_life_kimg=0.01"],
     # the same 4 -> 32 px schedule (half of each stage fading in); 16-wide codes, 8 mapping layers
     "stylegan": ["model.fmap_base=64", "model.fmap_max=16", "model.z_dim=16", "model.w_dim=16",
                  "model.text_encoder.embedding_dim=8", "model.text_encoder.hidden_dim=16",
-                 "model.schedule.kimg_per_stage=[0.016,0.016,0.024,0.024]", "model.ema_half_life_kimg=0.01"],
+                 "model.schedule.kimg_per_stage=[0.016,0.016,0.024,0.024]", "model.schedule.batch_sizes=null", "model.ema_half_life_kimg=0.01"],
 }
 
 

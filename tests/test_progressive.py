@@ -83,26 +83,28 @@ def test_resume_mid_fade_restores_stage_alpha_and_images_seen(tmp_path):
     seen = {}
     import pytorch_lightning as pl
 
-    import t2f.train as train_module
-
     class Probe(pl.Callback):
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
             seen.setdefault("first", (module.images_seen, module.stage, module.alpha, batch["image"].shape))
 
     second = compose_config(tmp_path / "b", [f"ckpt_path={ckpt_path}"], model="t2f")
-    original = train_module.instantiate
-
-    def with_probe(config, *args, **kwargs):
-        if config is second.trainer:
-            kwargs["callbacks"] = [*kwargs["callbacks"], Probe()]
-        return original(config, *args, **kwargs)
-
-    train_module.instantiate = with_probe
-    try:
-        train(second)
-    finally:
-        train_module.instantiate = original
+    train(second, extra_callbacks=[Probe()])
     images, stage, alpha, _ = seen["first"]
     expected = ProgressiveSchedule(32, [0.016, 0.016, 0.024, 0.024]).at(images / 1000)
     assert images == saved["t2f"]["images_seen"] == 24
     assert (stage, alpha) == (expected.stage, expected.alpha) == (1, pytest.approx(saved["t2f"]["alpha"]))
+
+
+def test_t2f_ddp_cpu_two_processes_grow_across_stage_switches(tmp_path):
+    from tests.conftest import TINY, TINY_MODEL
+    from tests.test_train import _run_cli
+
+    run = tmp_path / "ddp"
+    args = ["model=t2f", "trainer=ddp_cpu", *TINY, *TINY_MODEL["t2f"],
+            f"paths.cache_dir={tmp_path.parent / 't2f-cache'}", f"hydra.run.dir={run}"]
+    result = _run_cli(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["t2f"]["stage"] == 3  # grew 4 -> 32 px with 2 processes (16 images per batch)
+    assert ckpt["t2f"]["images_seen"] >= 80
+    assert {p.stem.split("_")[-1] for p in (run / "samples").glob("*.png")} >= {"4px", "32px"}

@@ -212,20 +212,7 @@ def test_resume_mid_fade_restores_stage_alpha_and_w_avg(tmp_path):
 
     second = compose_config(tmp_path / "b", [LONG_FADE, f"ckpt_path={ckpt_path}", "trainer.max_steps=8"],
                             model="stylegan")
-    import t2f.train as train_module
-
-    original = train_module.instantiate
-
-    def with_probe(config, *args, **kwargs):
-        if config is second.trainer:
-            kwargs["callbacks"] = [*kwargs["callbacks"], Probe()]
-        return original(config, *args, **kwargs)
-
-    train_module.instantiate = with_probe
-    try:
-        train(second)
-    finally:
-        train_module.instantiate = original
+    train(second, extra_callbacks=[Probe()])
     images, stage, alpha, w_avg = seen["first"]
     expected = ProgressiveSchedule(32, [0.016, 0.032, 0.024, 0.024], fade_in_fraction=0.5).at(images / 1000)
     assert images == saved["t2f"]["images_seen"] == 24

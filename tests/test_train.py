@@ -105,20 +105,7 @@ def test_resume_restores_counters_weights_optimizer_ema_and_rng(tmp_path):
             seen["rng"] = torch.get_rng_state().clone()
 
     second = compose_config(tmp_path / "b", [f"ckpt_path={ckpt_path}", "model.total_kimg=0.064"])
-    import t2f.train as train_module
-
-    original = train_module.instantiate
-
-    def instantiate_with_probe(config, *args, **kwargs):
-        if config is second.trainer:
-            kwargs["callbacks"] = [*kwargs["callbacks"], Probe()]
-        return original(config, *args, **kwargs)
-
-    train_module.instantiate = instantiate_with_probe
-    try:
-        train(second)
-    finally:
-        train_module.instantiate = original
+    train(second, extra_callbacks=[Probe()])
 
     assert seen["images"] == 40
     for key, value in saved["state_dict"].items():

@@ -72,6 +72,12 @@ class GANModule(pl.LightningModule):
         """Generator inputs (latents plus the conditions) for ``batch_size`` fakes."""
         raise NotImplementedError
 
+    def gaussian(self, n: int, dim: int, generator: torch.Generator | None = None) -> Tensor:
+        """N(0, I) latents on this module's device; a CPU ``generator`` makes them reproducible."""
+        if generator is None:
+            return torch.randn(n, dim, device=self.device)
+        return torch.randn(n, dim, generator=generator).to(self.device)
+
     def synthesize(self, net: nn.Module, inputs: dict[str, Any]) -> Tensor:
         """Images from generator inputs, using ``net`` (the generator or its EMA).
 

@@ -36,9 +36,7 @@ class DCGANModule(GANModule):
 
     def sample_inputs(self, batch_size: int, conditions: dict[str, Any] | None = None,
                       generator: torch.Generator | None = None) -> dict[str, Any]:
-        device = self.device if generator is None else "cpu"
-        z = torch.randn(batch_size, self.latent_dim, device=device, generator=generator)
-        return {"z": z.to(self.device)}
+        return {"z": self.gaussian(batch_size, self.latent_dim, generator)}
 
     def synthesize(self, net: nn.Module, inputs: dict[str, Any]) -> Tensor:
         return net(inputs["z"])

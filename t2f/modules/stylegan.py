@@ -14,24 +14,21 @@ concatenated with ``z`` before the mapping network, and the critic sees the embe
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from itertools import chain
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from t2f.callbacks.progressive import ProgressiveSchedule
-from t2f.data.base import pad_captions
-from t2f.data.vocab import Vocabulary
 from t2f.modules.base import GANModule
 from t2f.modules.progressive import ProgressiveMixin
+from t2f.modules.text_conditioning import TextConditionedMixin
 from t2f.nets.progan import ProGANDiscriminator
 from t2f.nets.stylegan import StyleGANGenerator
 from t2f.nets.text_encoder import TextEncoder
 
 
-class StyleGANModule(ProgressiveMixin, GANModule):
+class StyleGANModule(TextConditionedMixin, ProgressiveMixin, GANModule):
     """Generator inputs (``sample_inputs`` / ``fixed_sample_inputs`` / ``generate``) are a dict:
 
     * ``z`` (B, z_dim); conditional models add ``text_embedding`` or ``caption`` + ``caption_length``;
@@ -80,6 +77,7 @@ class StyleGANModule(ProgressiveMixin, GANModule):
         self.truncation_psi = float(truncation_psi)
         self.truncation_cutoff = truncation_cutoff
         text_dim = 0
+        self.text_encoder = None  # unconditional unless model.conditional=true
         if self.conditional:
             if not vocab_size:
                 raise ValueError(
@@ -100,41 +98,10 @@ class StyleGANModule(ProgressiveMixin, GANModule):
         )
         self.init_ema()
 
-    def discriminator_parameters(self) -> Iterator[nn.Parameter]:
-        if self.conditional:  # the text encoder learns from the matching-aware critic loss
-            return chain(self.discriminator.parameters(), self.text_encoder.parameters())
-        return self.discriminator.parameters()
-
-    # --- conditioning -----------------------------------------------------------------------
-    def conditions(self, batch: dict[str, Any]) -> dict[str, Any]:
-        if not self.conditional:
-            return {}
-        return {"text_embedding": self.text_encoder(batch["caption"], batch["caption_length"])}
-
-    def critic(self, images: Tensor, conditions: dict[str, Any]) -> Tensor:
-        return self.discriminator(images, self.stage, self.alpha, condition=conditions.get("text_embedding"))
-
-    def mismatched_scores(self, real: Tensor, conditions: dict[str, Any]) -> Tensor | None:
-        """Conditional: each real face scored with the next sample's caption counts as fake."""
-        if not self.conditional:
-            return None
-        shifted = conditions["text_embedding"].roll(1, dims=0)
-        return self.discriminator(real, self.stage, self.alpha, condition=shifted)
-
     # --- generation -------------------------------------------------------------------------
     def sample_inputs(self, batch_size: int, conditions: dict[str, Any] | None = None,
                       generator: torch.Generator | None = None) -> dict[str, Any]:
-        device = self.device if generator is None else "cpu"
-        z = torch.randn(batch_size, self.z_dim, device=device, generator=generator)
-        return {**(conditions or {}), "z": z.to(self.device)}
-
-    def _condition(self, inputs: dict[str, Any]) -> Tensor | None:
-        if not self.conditional:
-            return None
-        embedding = inputs.get("text_embedding")
-        if embedding is None:  # fixed grids and generate.py pass token ids
-            embedding = self.text_encoder(inputs["caption"], inputs["caption_length"])
-        return embedding
+        return {**(conditions or {}), "z": self.gaussian(batch_size, self.z_dim, generator)}
 
     def synthesize(self, net: nn.Module, inputs: dict[str, Any]) -> Tensor:
         """Training mode: style mixing with ``model.style_mixing_prob``, never truncation.
@@ -154,13 +121,7 @@ class StyleGANModule(ProgressiveMixin, GANModule):
                 "mix_layer": inputs.get("mix_layer"),
                 "z2": None if z2 is None else z2.to(self.device),
             }
-        return net(inputs["z"], self.stage, self.alpha, condition=self._condition(inputs), noise=noise, **style)
-
-    def encode_captions(self, captions: list[str], vocab: Vocabulary) -> dict[str, Tensor]:
-        """Token ids and lengths for captions (unknown words map to <unk> with a warning)."""
-        ids = [torch.tensor(vocab.encode(c, warn_unknown=True)) for c in captions]
-        padded, lengths = pad_captions(ids)
-        return {"caption": padded.to(self.device), "caption_length": lengths}
+        return net(inputs["z"], self.stage, self.alpha, condition=self.text_embedding(inputs), noise=noise, **style)
 
     def fixed_sample_inputs(self, n: int, nrow: int, seed: int
                             ) -> tuple[dict[str, Any], list[str] | None]:
