@@ -42,7 +42,31 @@ def _check_lr_multiplier(lr_multiplier: float) -> float:
     return lr_multiplier
 
 
-class EqualizedLinear(nn.Module):
+class _EqualizedParameters(nn.Module):
+    """Weight and bias storage shared by the equalized layers (see :class:`EqualizedLinear`)."""
+
+    def _init_parameters(self, shape: tuple[int, ...], fan_in: int, bias: bool, bias_init: float,
+                         gain: float, lr_multiplier: float) -> None:
+        self.gain = float(gain)
+        self.lr_multiplier = _check_lr_multiplier(lr_multiplier)
+        self.weight_scale = self.gain / math.sqrt(fan_in) * self.lr_multiplier
+        self.bias_scale = self.lr_multiplier
+        self.weight = nn.Parameter(torch.randn(shape) / self.lr_multiplier)
+        if bias:
+            self.bias = nn.Parameter(torch.full((shape[0],), float(bias_init) / self.lr_multiplier))
+        else:
+            self.register_parameter("bias", None)
+
+    def effective_weight(self) -> torch.Tensor:
+        """The weight actually applied: ``weight * weight_scale``."""
+        return self.weight * self.weight_scale
+
+    def effective_bias(self) -> torch.Tensor | None:
+        """The bias actually applied: ``bias * lr_multiplier`` (``None`` without bias)."""
+        return None if self.bias is None else self.bias * self.bias_scale
+
+
+class EqualizedLinear(_EqualizedParameters):
     """Fully connected layer with equalized learning rate.
 
     The stored weight is initialised ``N(0, (1 / lr_multiplier)^2)`` (std
@@ -77,28 +101,10 @@ class EqualizedLinear(nn.Module):
         lr_multiplier: float = 1.0,
     ) -> None:
         super().__init__()
-        lr_multiplier = _check_lr_multiplier(lr_multiplier)
         self.in_features = int(in_features)
         self.out_features = int(out_features)
-        self.gain = float(gain)
-        self.lr_multiplier = lr_multiplier
-        self.weight_scale = self.gain / math.sqrt(self.in_features) * lr_multiplier
-        self.bias_scale = lr_multiplier
-        self.weight = nn.Parameter(torch.randn(self.out_features, self.in_features) / lr_multiplier)
-        if bias:
-            self.bias = nn.Parameter(
-                torch.full((self.out_features,), float(bias_init) / lr_multiplier)
-            )
-        else:
-            self.register_parameter("bias", None)
-
-    def effective_weight(self) -> torch.Tensor:
-        """The weight actually applied: ``weight * weight_scale``."""
-        return self.weight * self.weight_scale
-
-    def effective_bias(self) -> torch.Tensor | None:
-        """The bias actually applied: ``bias * lr_multiplier`` (``None`` without bias)."""
-        return None if self.bias is None else self.bias * self.bias_scale
+        self._init_parameters((self.out_features, self.in_features), self.in_features, bias,
+                              bias_init, gain, lr_multiplier)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.effective_weight(), self.effective_bias())
@@ -110,7 +116,7 @@ class EqualizedLinear(nn.Module):
         )
 
 
-class EqualizedConv2d(nn.Module):
+class EqualizedConv2d(_EqualizedParameters):
     """2-D convolution with equalized learning rate (see :class:`EqualizedLinear`).
 
     The fan-in is ``in_channels * kernel_size ** 2``. ``padding`` defaults to
@@ -131,35 +137,14 @@ class EqualizedConv2d(nn.Module):
         lr_multiplier: float = 1.0,
     ) -> None:
         super().__init__()
-        lr_multiplier = _check_lr_multiplier(lr_multiplier)
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
         self.kernel_size = int(kernel_size)
         self.stride = int(stride)
         self.padding = self.kernel_size // 2 if padding is None else int(padding)
-        self.gain = float(gain)
-        self.lr_multiplier = lr_multiplier
-        fan_in = self.in_channels * self.kernel_size * self.kernel_size
-        self.weight_scale = self.gain / math.sqrt(fan_in) * lr_multiplier
-        self.bias_scale = lr_multiplier
-        self.weight = nn.Parameter(
-            torch.randn(self.out_channels, self.in_channels, self.kernel_size, self.kernel_size)
-            / lr_multiplier
-        )
-        if bias:
-            self.bias = nn.Parameter(
-                torch.full((self.out_channels,), float(bias_init) / lr_multiplier)
-            )
-        else:
-            self.register_parameter("bias", None)
-
-    def effective_weight(self) -> torch.Tensor:
-        """The weight actually applied: ``weight * weight_scale``."""
-        return self.weight * self.weight_scale
-
-    def effective_bias(self) -> torch.Tensor | None:
-        """The bias actually applied: ``bias * lr_multiplier`` (``None`` without bias)."""
-        return None if self.bias is None else self.bias * self.bias_scale
+        k = self.kernel_size
+        self._init_parameters((self.out_channels, self.in_channels, k, k), self.in_channels * k * k,
+                              bias, bias_init, gain, lr_multiplier)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(
