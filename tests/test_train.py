@@ -46,6 +46,10 @@ def test_experiment_overrides_defaults(tmp_path):
     assert original.dataset._target_.endswith("Face2TextDataModule")
     assert original.model.schedule.epochs_per_stage == [160, 80, 40, 20, 10]
     assert original.dataset.batch_size == 16 and original.model.optimizer_g.lr == 0.001
+    from t2f.callbacks.progressive import ProgressiveSchedule
+
+    schedule = {**original.model.schedule, "images_per_epoch": 1000}  # 160 epochs of 1000 images
+    assert ProgressiveSchedule(64, **schedule).kimg_per_stage == [160, 80, 40, 20, 10]
 
 
 def _finite_losses(run_dir: Path) -> dict[str, float]:
