@@ -236,14 +236,19 @@ def _canonical_order(features: Tensor, seed: int) -> Tensor:
     return features[torch.argsort(features.double() @ direction, stable=True)]
 
 
-class _SeededKID(KernelInceptionDistance):
-    """torchmetrics' KID with seeded subset draws over a canonical order, in float64."""
+class _Seeded:
+    """Mixed into torchmetrics' KID/IS: a seed for their random draws, and quiet construction
+    (they warn that they keep all features, which is what a seeded recompute needs)."""
 
     def __init__(self, seed: int = 0, **kwargs: Any) -> None:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
             super().__init__(**kwargs)
         self.seed = seed
+
+
+class _SeededKID(_Seeded, KernelInceptionDistance):
+    """torchmetrics' KID with seeded subset draws over a canonical order, in float64."""
 
     def compute(self) -> tuple[Tensor, Tensor]:
         real = _canonical_order(dim_zero_cat(self.real_features).double(), self.seed)
@@ -263,14 +268,8 @@ class _SeededKID(KernelInceptionDistance):
         return kid.mean().float(), kid.std(unbiased=False).float()
 
 
-class _SeededIS(InceptionScore):
+class _SeededIS(_Seeded, InceptionScore):
     """torchmetrics' Inception Score with a seeded split permutation over a canonical order."""
-
-    def __init__(self, seed: int = 0, **kwargs: Any) -> None:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
-            super().__init__(**kwargs)
-        self.seed = seed
 
     def compute(self) -> tuple[Tensor, Tensor]:
         logits = _canonical_order(dim_zero_cat(self.features).double(), self.seed)
