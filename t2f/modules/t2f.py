@@ -41,6 +41,7 @@ class T2FModule(TextConditionedMixin, ProgressiveMixin, GANModule):
         self.save_hyperparameters(ignore=["optimizer_g", "optimizer_d"])
         self.init_progressive(growth)
         self.noise_dim = noise_dim
+        self.condition_dim = condition_dim
         self.kl_weight = float(kl_weight)
         self.text_encoder = TextEncoder(vocab_size, **dict(text_encoder or {}))
         text_dim = self.text_encoder.output_dim
@@ -57,11 +58,13 @@ class T2FModule(TextConditionedMixin, ProgressiveMixin, GANModule):
     # --- generation -------------------------------------------------------------------------
     def sample_inputs(self, batch_size: int, conditions: dict[str, Any] | None = None,
                       generator: torch.Generator | None = None) -> dict[str, Any]:
-        return {**(conditions or {}), "z": self.gaussian(batch_size, self.noise_dim, generator)}
+        # Conditioning-augmentation noise is drawn here with z, so a seed fixes the whole sample.
+        return {**(conditions or {}), "z": self.gaussian(batch_size, self.noise_dim, generator),
+                "ca_eps": self.gaussian(batch_size, self.condition_dim, generator)}
 
     def synthesize(self, net: nn.Module, inputs: dict[str, Any]) -> Tensor:
         images, mu, logvar = net(self.text_embedding(inputs), inputs["z"], self.stage, self.alpha,
-                                 sample=inputs.get("ca_sample", True))
+                                 sample=inputs.get("ca_sample", True), eps=inputs.get("ca_eps"))
         inputs["mu"], inputs["logvar"] = mu, logvar
         return images
 
@@ -75,7 +78,5 @@ class T2FModule(TextConditionedMixin, ProgressiveMixin, GANModule):
         captions = datamodule.sample_captions(rows, seed=seed)
         per_image = [c for c in captions for _ in range(nrow)][:n]
         gen = torch.Generator().manual_seed(seed)
-        inputs = self.encode_captions(per_image, datamodule.vocab)
-        inputs["z"] = torch.randn(n, self.noise_dim, generator=gen).to(self.device)
-        inputs["ca_sample"] = False  # the grid shows each caption's mean condition
+        inputs = self.sample_inputs(n, self.encode_captions(per_image, datamodule.vocab), gen)
         return inputs, captions

@@ -91,10 +91,11 @@ class TextEncoder(nn.Module):
 class ConditioningAugmentation(nn.Module):
     """StackGAN conditioning augmentation: one linear layer to ``(mu, logvar)``.
 
-    ``forward(embedding, sample=True) -> (c, mu, logvar)`` with
+    ``forward(embedding, sample=True, eps=None) -> (c, mu, logvar)`` with
     ``c = mu + exp(0.5 * logvar) * eps``, ``eps ~ N(0, I)``. Sampling happens in train
-    *and* eval mode (the augmentation is part of the model); pass ``sample=False`` for
-    the deterministic ``c = mu``.
+    *and* eval mode (the augmentation is part of the model: the generator learns to read
+    some of its variety from it, so ``c = mu`` alone gives washed-out averages). Pass
+    ``eps`` for reproducible samples, ``sample=False`` for the deterministic ``c = mu``.
     """
 
     def __init__(self, text_dim: int, condition_dim: int) -> None:
@@ -104,12 +105,16 @@ class ConditioningAugmentation(nn.Module):
         self.fc = nn.Linear(self.text_dim, 2 * self.condition_dim)
 
     def forward(
-        self, embedding: torch.Tensor, sample: bool = True
+        self, embedding: torch.Tensor, sample: bool = True, eps: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mu, logvar = self.fc(embedding).chunk(2, dim=-1)
         if not sample:
             return mu, mu, logvar
-        c = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        if eps is None:
+            eps = torch.randn_like(mu)
+        elif eps.shape != mu.shape:
+            raise ValueError(f"eps must have shape {tuple(mu.shape)}, got {tuple(eps.shape)}")
+        c = mu + torch.exp(0.5 * logvar) * eps
         return c, mu, logvar
 
 
@@ -123,7 +128,8 @@ class T2FGenerator(nn.Module):
         max_resolution, channels, fmap_base, fmap_max, out_channels: passed to
             :class:`~t2f.nets.progan.ProGANGenerator` (latent size ``condition_dim + noise_dim``).
 
-    ``forward(text_embedding, z, stage, alpha=1.0, sample=True) -> (images, mu, logvar)``;
+    ``forward(text_embedding, z, stage, alpha=1.0, sample=True, eps=None) -> (images, mu, logvar)``
+    (``sample``/``eps``: see :class:`ConditioningAugmentation`);
     images are unbounded like ProGAN's.
     """
 
@@ -162,11 +168,12 @@ class T2FGenerator(nn.Module):
         stage: int,
         alpha: float = 1.0,
         sample: bool = True,
+        eps: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if z.dim() != 2 or z.shape != (text_embedding.shape[0], self.noise_dim):
             raise ValueError(
                 f"z must have shape ({text_embedding.shape[0]}, {self.noise_dim}), got {tuple(z.shape)}"
             )
-        c, mu, logvar = self.ca(text_embedding, sample=sample)
+        c, mu, logvar = self.ca(text_embedding, sample=sample, eps=eps)
         images = self.generator(torch.cat([c, z], dim=1), stage, alpha)
         return images, mu, logvar
