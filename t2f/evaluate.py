@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
 from pathlib import Path
 from typing import Any
@@ -22,31 +21,9 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from t2f.checkpoints import load_checkpoint
+
 __all__ = ["evaluate", "format_table", "load_checkpoint"]
-
-
-def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[Any, Any, dict]:
-    """``(module, datamodule, checkpoint)`` rebuilt from a training checkpoint."""
-    from hydra.utils import instantiate
-
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt={path} does not exist: pass a checkpoint such as <run>/checkpoints/last.ckpt")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    config = (ckpt.get("t2f") or {}).get("config")
-    if not isinstance(config, dict) or "model" not in config or "dataset" not in config:
-        raise ValueError(f"{path} holds no run config (ckpt['t2f']['config']): was it written by t2f training?")
-    datamodule = instantiate(config["dataset"])
-    state = ckpt.get(type(datamodule).__qualname__)
-    if isinstance(state, dict):
-        datamodule.load_state_dict(state)  # the vocabulary the model was trained with
-    datamodule.setup("fit")
-    module = instantiate(config["model"])
-    module.load_state_dict(ckpt["state_dict"])
-    module.on_load_checkpoint(ckpt)
-    module.run_config = config
-    module.to(device).eval()
-    return module, datamodule, ckpt
 
 
 def _device(name: str) -> torch.device:

@@ -59,3 +59,45 @@ def compose_config(tmp_path: Path, overrides: list[str] | None = None, model: st
 def _offline_wandb(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory):
+    """``tiny_checkpoint(name)`` -> ``last.ckpt`` of a tiny training, trained once per session.
+
+    Names: ``t2f``, ``stylegan``, ``stylegan_text`` (``model.conditional=true``), ``dcgan``.
+    Sample grids are saved every 0.02 kimg, so a run leaves grids at several resolutions.
+    """
+    import torch
+
+    from t2f.train import train
+
+    made: dict[str, Path] = {}
+
+    def make(name: str) -> Path:
+        if name not in made:
+            model, _, variant = name.partition("_")
+            overrides = ["callbacks.samples.every_kimg=0.02"]
+            overrides += ["model.conditional=true"] if variant == "text" else []
+            cfg = compose_config(tmp_path_factory.mktemp(f"ckpt_{name}"), overrides, model=model)
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # tiny nets: one thread is faster on a busy 2-core machine
+            try:
+                train(cfg)
+            finally:
+                torch.set_num_threads(threads)
+            made[name] = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        return made[name]
+
+    return make
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny networks: one intra-op thread is faster than two on a busy 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

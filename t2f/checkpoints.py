@@ -1,0 +1,100 @@
+"""Reading training checkpoints back: the run config, the module and the caption vocabulary.
+
+A t2f checkpoint is a Lightning checkpoint that also holds the resolved run config
+(``ckpt["t2f"]["config"]``) and the datamodule's vocabulary, so the model can be rebuilt
+without the command line that trained it. Generation needs only the module (and the
+vocabulary); evaluation also rebuilds the dataset.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from t2f.data.vocab import Vocabulary
+
+__all__ = ["build_module", "checkpoint_config", "checkpoint_vocab", "load_checkpoint", "read_checkpoint",
+           "user_errors"]
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint's contents (tensors on CPU), or an error that says what is wrong with it."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt={path} does not exist: pass a checkpoint such as <run>/checkpoints/last.ckpt")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle, zip and weights-only errors all mean "not ours"
+        reason = (str(error).splitlines() or [""])[0]
+        raise ValueError(f"ckpt={path} is not a checkpoint written by t2f ({type(error).__name__}: {reason})") from None
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"ckpt={path} holds a {type(ckpt).__name__}, not a t2f checkpoint")
+    return ckpt
+
+
+def checkpoint_config(ckpt: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
+    """The resolved run config stored by training."""
+    config = (ckpt.get("t2f") or {}).get("config")
+    if not isinstance(config, dict) or "model" not in config or "dataset" not in config:
+        raise ValueError(f"{path} holds no run config (ckpt['t2f']['config']): was it written by t2f training?")
+    return config
+
+
+def checkpoint_vocab(ckpt: dict[str, Any]) -> Vocabulary | None:
+    """The caption vocabulary the model was trained with (saved as the datamodule's state)."""
+    target = str(((ckpt.get("t2f") or {}).get("config") or {}).get("dataset", {}).get("_target_", ""))
+    states = [ckpt.get(target.rsplit(".", 1)[-1])] + list(ckpt.values())
+    for state in states:
+        if isinstance(state, dict) and isinstance(state.get("vocab"), dict):
+            return Vocabulary.from_state_dict(state["vocab"])
+    return None
+
+
+def build_module(ckpt: dict[str, Any], path: str | os.PathLike, device: torch.device | str = "cpu") -> Any:
+    """The LightningModule described by the checkpoint's config, with its weights, stage and alpha."""
+    from hydra.utils import instantiate
+
+    config = checkpoint_config(ckpt, path)
+    if "state_dict" not in ckpt:
+        raise ValueError(f"{path} holds no weights (state_dict)")
+    module = instantiate(config["model"])
+    try:
+        module.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as error:
+        raise ValueError(f"{path}: the weights do not fit the model its config describes "
+                         f"({config['model'].get('_target_')}): {str(error).splitlines()[0]}") from None
+    module.on_load_checkpoint(ckpt)
+    module.run_config = config
+    return module.to(device).eval()
+
+
+def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[Any, Any, dict]:
+    """``(module, datamodule, checkpoint)`` rebuilt from a training checkpoint."""
+    from hydra.utils import instantiate
+
+    ckpt = read_checkpoint(path)
+    config = checkpoint_config(ckpt, path)
+    datamodule = instantiate(config["dataset"])
+    state = ckpt.get(type(datamodule).__qualname__)
+    if isinstance(state, dict):
+        datamodule.load_state_dict(state)  # the vocabulary the model was trained with
+    datamodule.setup("fit")
+    module = build_module(ckpt, path, device)
+    return module, datamodule, ckpt
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """For CLIs: a bad argument or file ends the command with its one-line message (exit
+    status 1) instead of a traceback; ``HYDRA_FULL_ERROR=1`` shows the traceback."""
+    try:
+        yield
+    except (FileNotFoundError, ValueError) as error:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        raise SystemExit(f"error: {error}") from None

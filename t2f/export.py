@@ -1,0 +1,329 @@
+"""Standalone generators: ``python -m t2f.export ckpt=PATH out=generator.pt``.
+
+A training checkpoint needs Lightning, Hydra and the run's config to be read back; an
+exported generator needs only PyTorch and ``t2f.nets``. The file is a plain dict (tensors,
+lists, strings, numbers), so ``torch.load(path, weights_only=True)`` reads it:
+
+* ``generator``: the EMA generator's class name, constructor kwargs and weights (StyleGAN's
+  tracked ``w_avg`` is one of its buffers);
+* ``stage`` / ``alpha``: where a progressive model was in its growth (it samples there);
+* ``text_encoder`` and ``vocab``: the caption encoder and its words, for text models;
+* ``truncation_cutoff``: StyleGAN's truncated layers; ``source``: the checkpoint, kimg, config.
+
+:func:`load_generator` rebuilds a :class:`StandaloneGenerator` whose ``generate`` samples
+exactly what the checkpoint's module samples from the same latents (``t2f.generate`` uses
+the same object for every command, from a checkpoint or an exported file).
+
+Truncation (``psi`` in [0, 1], 1 = none) pulls latents towards their average: StyleGAN
+``w <- w_avg + psi (w - w_avg)`` on the first ``truncation_cutoff`` layers; T2F and DCGAN
+``z <- psi z`` (the average of z is 0: the same interpolation towards the mean latent,
+"reduced-temperature" sampling). Unlike resampling a truncated normal, it keeps each face
+recognisable as psi changes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pad_sequence
+
+from t2f.data.vocab import PAD, Vocabulary
+from t2f.nets.dcgan import DCGANGenerator
+from t2f.nets.stylegan import StyleGANGenerator
+from t2f.nets.text_encoder import T2FGenerator, TextEncoder
+
+__all__ = ["FORMAT", "StandaloneGenerator", "build_generator", "check_count", "check_psi", "checkpoint_state",
+           "export", "export_state", "generator_state", "is_exported", "load_generator"]
+
+FORMAT = "t2f.generator"
+VERSION = 1
+GENERATORS: dict[str, type[nn.Module]] = {
+    "T2FGenerator": T2FGenerator, "StyleGANGenerator": StyleGANGenerator, "DCGANGenerator": DCGANGenerator,
+}
+MODELS = {"T2FGenerator": "t2f", "StyleGANGenerator": "stylegan", "DCGANGenerator": "dcgan"}
+LATENT_SIZES = {"t2f": "noise_dim", "stylegan": "z_dim", "dcgan": "latent_dim"}
+
+
+def check_psi(psi: Any) -> float:
+    """``psi`` as a float in [0, 1], or an error that says what psi means."""
+    if isinstance(psi, bool) or not isinstance(psi, (int, float)) or not 0.0 <= float(psi) <= 1.0:
+        raise ValueError(f"psi={psi!r} must be a number in [0, 1]: the truncation strength "
+                         "(1 = no truncation, 0.7 = typical, 0 = the average face)")
+    return float(psi)
+
+
+def check_count(n: Any, name: str = "n") -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"{name}={n!r} must be a whole number >= 1")
+    return n
+
+
+class StandaloneGenerator(nn.Module):
+    """An EMA generator (+ text encoder and vocabulary) that samples without Lightning.
+
+    Randomness comes only from ``seed`` (a CPU ``torch.Generator``): ``n`` latents, then for
+    StyleGAN one noise map per layer and for T2F one conditioning-augmentation draw per image
+    (T2F reads part of a face's variety from it, as in training and the sample grids); with
+    several captions every caption gets the same ``n`` latents and draws, so the rows of a grid
+    differ only by their caption.
+    """
+
+    def __init__(self, generator: nn.Module, text_encoder: nn.Module | None = None,
+                 vocab: Vocabulary | None = None, stage: int | None = None, alpha: float | None = None,
+                 truncation_cutoff: int | None = None, source: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        if type(generator).__name__ not in MODELS:
+            raise ValueError(f"unknown generator {type(generator).__name__}: expected one of {', '.join(MODELS)}")
+        self.model = MODELS[type(generator).__name__]
+        self.generator = generator.eval().requires_grad_(False)  # it owns its nets: sampling only
+        self.text_encoder = None if text_encoder is None else text_encoder.eval().requires_grad_(False)
+        if self.model == "t2f" and text_encoder is None:
+            raise ValueError("a T2F generator needs its text encoder")
+        if self.text_encoder is not None and vocab is None:
+            raise ValueError("a text-conditional generator needs the caption vocabulary it was trained with")
+        self.vocab = vocab
+        self.stage = stage
+        self.alpha = 1.0 if alpha is None else float(alpha)
+        self.truncation_cutoff = truncation_cutoff
+        self.source = dict(source or {})
+
+    @property
+    def conditional(self) -> bool:
+        return self.text_encoder is not None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.generator.parameters()).device
+
+    @property
+    def latent_dim(self) -> int:
+        return int(getattr(self.generator, LATENT_SIZES[self.model]))
+
+    @property
+    def resolution(self) -> int:
+        """Side of the images it makes (a progressive model's current stage)."""
+        if self.stage is None:
+            return int(generator_kwargs(self.generator)["resolution"])
+        return 4 * 2 ** int(self.stage)
+
+    # --- inputs -----------------------------------------------------------------------------
+    def latents(self, n: int, seed: int, keyframes: int = 1) -> tuple[Tensor, list[Tensor] | None]:
+        """``keyframes * n`` N(0, I) latents (keyframe-major) and the per-image noise that stays
+        fixed across keyframes: StyleGAN's ``n`` noise maps per layer, T2F's ``n``
+        conditioning-augmentation draws (a one-item list), all drawn from ``seed``."""
+        gen = torch.Generator().manual_seed(int(seed))
+        z = torch.randn(keyframes * check_count(n), self.latent_dim, generator=gen).to(self.device)
+        if self.model == "stylegan":
+            return z, self.generator.synthesis.make_noise(n, generator=gen, device=self.device)
+        if self.model == "t2f":
+            return z, [torch.randn(n, self.generator.condition_dim, generator=gen).to(self.device)]
+        return z, None
+
+    def embed(self, captions: Sequence[str]) -> Tensor:
+        """Caption embeddings, one per caption; unknown words map to <unk> with one warning per caption."""
+        if self.text_encoder is None:
+            raise ValueError(f"this {self.model} generator is unconditional: it takes no captions")
+        ids = {c: torch.tensor(self.vocab.encode(c, warn_unknown=True)) for c in dict.fromkeys(captions)}
+        tokens = pad_sequence([ids[c] for c in captions], batch_first=True, padding_value=PAD)
+        lengths = torch.tensor([len(ids[c]) for c in captions], dtype=torch.long)
+        return self.text_encoder(tokens.to(self.device), lengths)
+
+    # --- sampling ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def styles(self, z: Tensor, embedding: Tensor | None = None, psi: float = 1.0) -> Tensor:
+        """StyleGAN: per-layer styles ``(B, layers, w_dim)``, truncated with ``psi``."""
+        if self.model != "stylegan":
+            raise ValueError(f"styles exist only in StyleGAN, this is a {self.model} generator")
+        return self.generator.styles(z, self.stage, embedding, psi=check_psi(psi),
+                                     truncation_cutoff=self.truncation_cutoff, update_w_avg=False)
+
+    @torch.no_grad()
+    def render(self, ws: Tensor, noise: Sequence[Tensor] | None = None) -> Tensor:
+        """StyleGAN: images in [-1, 1] from per-layer styles (e.g. mixed ones)."""
+        return self.generator.synthesis(ws, self.stage, self.alpha, noise).clamp(-1, 1)
+
+    @torch.no_grad()
+    def synthesize(self, z: Tensor, embedding: Tensor | None = None, psi: float = 1.0,
+                   noise: Sequence[Tensor] | None = None) -> Tensor:
+        """Images in [-1, 1] from latents (and caption embeddings), truncated with ``psi``."""
+        psi = check_psi(psi)
+        if self.conditional and embedding is None:
+            raise ValueError(f"this {self.model} generator is text-conditional: give captions")
+        if self.model == "stylegan":
+            images = self.generator(z, self.stage, self.alpha, condition=embedding, noise=noise, psi=psi,
+                                    truncation_cutoff=self.truncation_cutoff, mix_layer=None, z2=None)
+        elif self.model == "t2f":
+            eps = None if noise is None else noise[0] * psi  # psi pulls both towards the mean
+            images = self.generator(embedding, z * psi, self.stage, self.alpha,
+                                    sample=eps is not None, eps=eps)[0]
+        else:
+            images = self.generator(z * psi)
+        return images.clamp(-1, 1)
+
+    def generate(self, texts: str | Sequence[str] | None = None, n: int = 1, seed: int = 0,
+                 psi: float = 1.0) -> Tensor:
+        """``len(texts) * n`` images in [-1, 1] (caption-major; ``n`` without captions).
+
+        Unconditional generators ignore ``texts``; text-conditional ones need at least one.
+        """
+        texts = [texts] if isinstance(texts, str) else list(texts or [])
+        z, noise = self.latents(n, seed)
+        if not self.conditional:
+            return self.synthesize(z, psi=psi, noise=noise)
+        if not texts:
+            raise ValueError(f"this {self.model} generator is text-conditional: give at least one caption")
+        embedding = self.embed([t for t in texts for _ in range(n)])
+        z = z.repeat(len(texts), 1)
+        noise = None if noise is None else [m.repeat(len(texts), *[1] * (m.dim() - 1)) for m in noise]
+        return self.synthesize(z, embedding, psi, noise)
+
+    # --- files ------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """The exported file's contents, e.g. to save this generator again."""
+        return generator_state(self.generator, self.text_encoder, self.vocab, self.stage, self.alpha,
+                               self.truncation_cutoff, self.source)
+
+
+def generator_state(generator: nn.Module, text_encoder: nn.Module | None = None, vocab: Vocabulary | None = None,
+                    stage: int | None = None, alpha: float | None = None, truncation_cutoff: int | None = None,
+                    source: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The exported file's contents (plain dicts, lists, numbers, strings and CPU tensors)."""
+    encoder = None
+    if text_encoder is not None:
+        encoder = {"kwargs": text_encoder_kwargs(text_encoder), "state_dict": _cpu(text_encoder)}
+    return {
+        "format": FORMAT, "version": VERSION, "model": MODELS.get(type(generator).__name__),
+        "generator": {"class": type(generator).__name__, "kwargs": generator_kwargs(generator),
+                      "state_dict": _cpu(generator)},
+        "text_encoder": encoder,
+        "vocab": None if vocab is None else vocab.state_dict(),
+        "stage": stage, "alpha": None if stage is None else float(1.0 if alpha is None else alpha),
+        "truncation_cutoff": truncation_cutoff,
+        "source": dict(source or {}),
+    }
+
+
+def _cpu(net: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+
+
+def generator_kwargs(net: nn.Module) -> dict[str, Any]:
+    """Constructor kwargs that rebuild ``net`` (read from the net, so no config is needed)."""
+    if isinstance(net, T2FGenerator):
+        return {"text_dim": net.text_dim, "condition_dim": net.condition_dim, "noise_dim": net.noise_dim,
+                "max_resolution": net.max_resolution, "channels": list(net.generator.channels),
+                "out_channels": net.generator.out_channels}
+    if isinstance(net, StyleGANGenerator):
+        mapping, synthesis = net.mapping, net.synthesis
+        return {"z_dim": net.z_dim, "w_dim": net.w_dim, "max_resolution": synthesis.max_resolution,
+                "mapping_layers": mapping.num_layers, "mapping_lr_multiplier": mapping.layers[0].lr_multiplier,
+                "condition_dim": mapping.condition_dim, "embed_dim": mapping.embed_dim or None,
+                "channels": list(synthesis.channels), "w_avg_beta": net.w_avg_beta,
+                "out_channels": synthesis.out_channels}
+    if isinstance(net, DCGANGenerator):
+        convs = [m for m in net.net if isinstance(m, nn.ConvTranspose2d)]
+        return {"latent_dim": net.latent_dim, "resolution": 4 * 2 ** (len(convs) - 1),
+                "width": convs[-1].in_channels, "image_channels": convs[-1].out_channels}
+    raise ValueError(f"cannot export a {type(net).__name__}: expected one of {', '.join(GENERATORS)}")
+
+
+def text_encoder_kwargs(net: nn.Module) -> dict[str, Any]:
+    return {"vocab_size": net.vocab_size, "embedding_dim": net.embedding_dim, "hidden_dim": net.hidden_dim,
+            "num_layers": net.num_layers, "dropout": float(net.lstm.dropout), "padding_idx": net.padding_idx}
+
+
+def export_state(module: nn.Module, vocab: Vocabulary | None, source: dict[str, Any] | None = None
+                 ) -> dict[str, Any]:
+    """The exported file's contents for a trained GAN module (its EMA generator); the module is
+    left as it was."""
+    text_encoder = getattr(module, "text_encoder", None)
+    return generator_state(module.generator_ema, text_encoder, vocab if text_encoder is not None else None,
+                           getattr(module, "stage", None), getattr(module, "alpha", None),
+                           getattr(module, "truncation_cutoff", None), source)
+
+
+def is_exported(state: dict[str, Any]) -> bool:
+    return state.get("format") == FORMAT
+
+
+def build_generator(state: dict[str, Any], device: torch.device | str = "cpu") -> StandaloneGenerator:
+    """Rebuild a :class:`StandaloneGenerator` from an exported file's contents."""
+    if not is_exported(state):
+        raise ValueError(f"not an exported t2f generator (format {state.get('format')!r}, expected {FORMAT!r})")
+    if int(state.get("version", 0)) > VERSION:
+        raise ValueError(f"exported generator version {state['version']} is newer than this t2f "
+                         f"(reads <= {VERSION}): upgrade t2f")
+    spec = state["generator"]
+    if spec["class"] not in GENERATORS:
+        raise ValueError(f"unknown generator class {spec['class']!r}: expected one of {', '.join(GENERATORS)}")
+    generator = GENERATORS[spec["class"]](**spec["kwargs"])
+    generator.load_state_dict(spec["state_dict"])
+    text_encoder = None
+    if state.get("text_encoder"):
+        text_encoder = TextEncoder(**state["text_encoder"]["kwargs"])
+        text_encoder.load_state_dict(state["text_encoder"]["state_dict"])
+    vocab = Vocabulary.from_state_dict(state["vocab"]) if state.get("vocab") else None
+    return StandaloneGenerator(generator, text_encoder, vocab, state.get("stage"), state.get("alpha"),
+                               state.get("truncation_cutoff"), state.get("source")).to(device)
+
+
+def load_generator(path: str | os.PathLike, device: torch.device | str = "cpu") -> StandaloneGenerator:
+    """Load ``python -m t2f.export``'s file with plain PyTorch (no Lightning, no Hydra)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: export one with python -m t2f.export ckpt=PATH out={path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or not is_exported(state):
+        raise ValueError(f"{path} is not an exported t2f generator: write one with python -m t2f.export ckpt=PATH")
+    return build_generator(state, device)
+
+
+def checkpoint_state(path: str | os.PathLike, exported_ok: bool = True) -> dict[str, Any]:
+    """The exported contents for a training checkpoint (or an exported file's own contents)."""
+    from t2f.checkpoints import build_module, checkpoint_vocab, read_checkpoint
+
+    path = Path(path).expanduser()
+    contents = read_checkpoint(path)
+    if is_exported(contents):
+        if not exported_ok:
+            raise ValueError(f"ckpt={path} is already an exported generator")
+        return contents
+    module = build_module(contents, path)
+    source = {"checkpoint": str(path.resolve()), "kimg": float(module.kimg), "config": module.run_config}
+    return export_state(module, checkpoint_vocab(contents), source)
+
+
+def export(ckpt: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+    """Write the standalone generator of training checkpoint ``ckpt`` (default
+    ``<ckpt stem>.generator.pt`` beside it); returns the path."""
+    ckpt_path = Path(ckpt).expanduser()
+    state = checkpoint_state(ckpt_path, exported_ok=False)
+    build_generator(state)  # a file that cannot be rebuilt is never written
+    out_path = Path(out).expanduser() if out else ckpt_path.with_name(f"{ckpt_path.stem}.generator.pt")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, out_path)
+    return out_path
+
+
+def main() -> None:
+    """``python -m t2f.export ckpt=PATH [out=PATH]`` (conf/export.yaml); Hydra is imported here
+    only, so that :func:`load_generator` never needs it."""
+    import hydra
+    from omegaconf import DictConfig
+
+    from t2f.checkpoints import user_errors
+
+    @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
+    def _run(cfg: DictConfig) -> None:
+        with user_errors():
+            print(f"Wrote {export(cfg.ckpt, cfg.get('out'))}")
+
+    _run()
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""``python -m t2f.export``: a standalone generator that reproduces the checkpoint's samples exactly
+and loads with plain PyTorch (no Lightning, no Hydra)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+
+import pytest
+import torch
+
+from t2f.checkpoints import build_module, checkpoint_vocab, read_checkpoint
+from t2f.export import export, load_generator
+from t2f.generate import generate
+from tests.conftest import REPO
+from tests.test_generate import CAPTION, config
+
+TEXTS = [CAPTION, "a man with a beard and glasses zzyzx"]
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def module_samples(module, vocab, texts: list[str] | None, n: int, seed: int, psi: float) -> torch.Tensor:
+    """What the training module itself generates for the sampling convention of t2f.export:
+    ``n`` latents (then StyleGAN's noise) from ``seed``, repeated for every caption."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = len(texts or [None])
+    if type(module).__name__ == "StyleGANModule":
+        z = torch.randn(n, module.z_dim, generator=gen)
+        noise = module.generator_ema.synthesis.make_noise(n, generator=gen)
+        inputs = {"z": z.repeat(rows, 1), "psi": psi, "noise": [m.repeat(rows, 1, 1, 1) for m in noise]}
+    elif type(module).__name__ == "T2FModule":
+        z, eps = torch.randn(n, module.noise_dim, generator=gen), torch.randn(n, module.condition_dim, generator=gen)
+        inputs = {"z": (z * psi).repeat(rows, 1), "ca_eps": (eps * psi).repeat(rows, 1)}
+    else:
+        inputs = {"z": (torch.randn(n, module.latent_dim, generator=gen) * psi).repeat(rows, 1)}
+    if texts:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the unknown word was reported by the exported generator
+            inputs.update(module.encode_captions([t for t in texts for _ in range(n)], vocab))
+    return module.generate(inputs)
+
+
+@pytest.mark.parametrize("name, psi", [("t2f", 1.0), ("t2f", 0.6), ("stylegan", 0.7), ("stylegan_text", 0.7),
+                                       ("dcgan", 0.5)])
+def test_exported_generator_reproduces_the_checkpoint(tiny_checkpoint, tmp_path: Path, name: str,
+                                                      psi: float) -> None:
+    ckpt = tiny_checkpoint(name)
+    contents = read_checkpoint(ckpt)
+    module, vocab = build_module(contents, ckpt), checkpoint_vocab(contents)
+    texts = TEXTS if name in ("t2f", "stylegan_text") else None
+    path = export(ckpt, tmp_path / "generator.pt")
+    state = torch.load(path, weights_only=True)  # plain contents
+    assert state["format"] == "t2f.generator" and state["source"]["kimg"] == module.kimg
+    generator = load_generator(path)
+    assert (generator.stage, generator.alpha) == (getattr(module, "stage", None), getattr(module, "alpha", 1.0))
+    if texts:
+        assert generator.vocab == vocab and state["vocab"]["tokens"] == vocab.tokens
+    if name.startswith("stylegan"):
+        assert torch.equal(state["generator"]["state_dict"]["w_avg"], module.generator_ema.w_avg)
+        assert generator.truncation_cutoff == module.truncation_cutoff
+    with pytest.warns(UserWarning, match="zzyzx") if texts else nullcontext():
+        images = generator.generate(texts, n=3, seed=11, psi=psi)
+    expected = module_samples(module, vocab, texts, n=3, seed=11, psi=psi)
+    assert images.shape == expected.shape == (3 * len(texts or [0]), 3, 32, 32)
+    assert torch.equal(images, expected)
+
+
+def test_export_cli_and_a_loader_without_lightning_or_hydra(tiny_checkpoint, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    ckpt = tiny_checkpoint("t2f")
+    result = subprocess.run([sys.executable, "-m", "t2f.export", f"ckpt={ckpt}"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    path = ckpt.with_name("last.generator.pt")  # default: beside the checkpoint
+    assert f"Wrote {path}" in result.stdout
+    script = (
+        "import sys, torch\n"
+        "from t2f.export import load_generator\n"
+        f"g = load_generator({str(path)!r})\n"
+        f"images = g.generate({CAPTION!r}, n=2, seed=3, psi=0.7)\n"
+        "torch.save(images, sys.argv[1])\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('pytorch_lightning', 'lightning', 'lightning_fabric', 'hydra', 'omegaconf'))\n"
+        "print('loaded:', loaded)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "x.pt")], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "loaded: []" in result.stdout
+    images = torch.load(tmp_path / "x.pt", weights_only=True)
+    assert torch.equal(images, load_generator(path).generate(CAPTION, n=2, seed=3, psi=0.7))
+
+
+def test_generate_reads_exported_files_too(tiny_checkpoint, tmp_path: Path) -> None:
+    ckpt = tiny_checkpoint("stylegan_text")
+    exported = export(ckpt, tmp_path / "g.pt")
+    a = generate(config(ckpt=str(ckpt), text=CAPTION, n=4, psi=0.7, out=str(tmp_path / "a.png")))
+    b = generate(config(ckpt=str(exported), text=CAPTION, n=4, psi=0.7, out=str(tmp_path / "b.png")))
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_export_errors(tiny_checkpoint, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        export(tmp_path / "missing.ckpt")
+    (tmp_path / "notes.ckpt").write_text("hello")
+    with pytest.raises(ValueError, match="not a checkpoint written by t2f"):
+        export(tmp_path / "notes.ckpt")
+    exported = export(tiny_checkpoint("dcgan"), tmp_path / "g.pt")
+    with pytest.raises(ValueError, match="already an exported generator"):
+        export(exported)
+    with pytest.raises(ValueError, match="not an exported t2f generator"):
+        load_generator(tiny_checkpoint("dcgan"))
+    with pytest.raises(ValueError, match="psi=-1 must be"):
+        load_generator(exported).generate(n=2, psi=-1)
+    with pytest.raises(ValueError, match="n=0 must be"):
+        load_generator(exported).generate(n=0)
