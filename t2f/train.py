@@ -2,11 +2,17 @@
 
 It builds the datamodule, the module, callbacks, loggers and the Trainer from the config
 with ``hydra.utils.instantiate``, fits, and returns the final metrics (for sweepers).
+A run directory that already holds ``checkpoints/last.ckpt`` resumes from it, which is how a
+SLURM job requeued by the submitit launcher (same config, same directory) carries on.
 """
 
 from __future__ import annotations
 
+import glob
+import logging
+import math
 import os
+import subprocess
 import sys
 
 import pytorch_lightning as pl
@@ -24,8 +30,10 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     """
     os.environ.setdefault("WANDB_MODE", "offline")  # never block on a login prompt
     os.environ.setdefault("WANDB_SILENT", "true")
-    ckpt_path = _checked_ckpt_path(cfg.get("ckpt_path"))
+    _check_optimized_metric_is_measured(cfg)
+    ckpt_path = _resume_path(cfg)
     _relaunch_ddp_as_single_job()
+    _name_wandb_run(cfg, resuming=ckpt_path is not None and cfg.get("ckpt_path") is None)
 
     pl.seed_everything(cfg.seed, workers=True)  # identical initial weights on every rank
     datamodule = instantiate(cfg.dataset)
@@ -49,7 +57,8 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         callbacks.append(instantiate(cfg.metrics))
     callbacks += list(extra_callbacks or [])
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                      **_slurm_plugins(cfg))
     _share_cpu_threads(trainer)
 
     output_dir = cfg.paths.output_dir
@@ -61,21 +70,74 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         OmegaConf.save(module.run_config, os.path.join(output_dir, "config.yaml"))
         for logger in trainer.loggers:
             logger.log_hyperparams(module.run_config)
+    ddp_env = {k: os.environ.get(k) for k in _DDP_ENV}
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except Exception:  # a sweep goes on after a failed job: keep its traceback in <job>/run.log
+        if _multirun_config() is not None:
+            logging.getLogger(__name__).exception("Training failed")
+        raise
     finally:
         _finish_wandb()
+        _release_ddp_workers(trainer, ddp_env)
     rank_zero_print(
         f"Finished at {module.kimg:.1f} kimg ({trainer.global_step} optimizer steps). "
         f"Run directory: {output_dir}"
     )
-    return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    _check_optimized_metric(cfg, metrics)
+    return metrics
+
+
+# What Lightning's DDP launcher sets in its own process before starting the other ranks.
+_DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+def _release_ddp_workers(trainer: pl.Trainer, env: dict[str, str | None]) -> None:
+    """After a DDP fit that started its own worker processes: wait for them, close the process
+    group and restore the environment. Otherwise the next job of a sweep in this process finds
+    LOCAL_RANK set and a dead process group, takes them for an external launch and hangs."""
+    procs = getattr(trainer.strategy.launcher, "procs", None)
+    if not procs:
+        return
+    for proc in procs:
+        try:
+            proc.wait(timeout=300)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    for key, value in env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def _share_cpu_threads(trainer: pl.Trainer) -> None:
     """CPU processes of one node split the cores: oversubscribed threads run many times slower."""
     if trainer.strategy.root_device.type == "cpu" and trainer.num_devices > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // trainer.num_devices))
+
+
+def _resume_path(cfg: DictConfig) -> str | None:
+    """``ckpt_path`` if set, else this run directory's own ``last.ckpt`` (auto-resume).
+
+    A SLURM job requeued after preemption or a time limit runs again with the same config in
+    the same run directory (hydra-submitit-launcher resubmits the same job); so does a run
+    restarted with the same ``hydra.run.dir``. Both must continue, not start over.
+    """
+    explicit = _checked_ckpt_path(cfg.get("ckpt_path"))
+    if explicit is not None:
+        return explicit
+    ckpt_dir = OmegaConf.select(cfg, "callbacks.checkpoint.dirpath") or os.path.join(
+        cfg.paths.output_dir, "checkpoints")
+    last = os.path.join(ckpt_dir, "last.ckpt")
+    if not os.path.isfile(last):
+        return None
+    rank_zero_print(f"Resuming from {last}: this run directory already has a checkpoint "
+                    "(a requeued or restarted job)")
+    return os.path.abspath(last)
 
 
 def _checked_ckpt_path(path: str | None) -> str | None:
@@ -97,6 +159,16 @@ def _choice(group: str) -> str:
     return "?"
 
 
+def _multirun_config() -> DictConfig | None:
+    """Hydra's config when this run is one job of a multirun (sweep), else None."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return HydraConfig.get()
+    return None
+
+
 def _relaunch_ddp_as_single_job() -> None:
     """Make Lightning's DDP workers rerun *this job*, not the whole sweep.
 
@@ -104,18 +176,77 @@ def _relaunch_ddp_as_single_job() -> None:
     Hydra run dir. Inside a multirun ``sys.argv`` holds ``-m`` and the sweep lists, so every
     worker would start a sweep of its own. We give it this job's overrides and directory.
     """
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized():
-        return
-    hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode != RunMode.MULTIRUN:
+    hydra_cfg = _multirun_config()
+    if hydra_cfg is None:
         return
     sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
     with open_dict(hydra_cfg):
         OmegaConf.set_readonly(hydra_cfg, False)
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+
+
+def _slurm_plugins(cfg: DictConfig) -> dict:
+    """Under a SLURM job of the submitit launcher, submitit alone requeues on preemption or
+    timeout (its signal handler resubmits the job, which then resumes from last.ckpt), so
+    Lightning's own SLURM auto-requeue is switched off: one job, one requeue."""
+    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm" or cfg.trainer.get("plugins"):
+        return {}
+    from lightning_fabric.plugins.environments import SLURMEnvironment
+
+    return {"plugins": [SLURMEnvironment(auto_requeue=False)]} if SLURMEnvironment.detect() else {}
+
+
+def _name_wandb_run(cfg: DictConfig, resuming: bool) -> None:
+    """Group W&B runs by sweep (multirun) or experiment; tag them with model, dataset, sweep.
+
+    A resumed run (auto-resume in its own directory) continues its earlier W&B run id.
+    """
+    wandb_cfg = OmegaConf.select(cfg, "logger.wandb")
+    if not wandb_cfg or "WandbLogger" not in str(wandb_cfg.get("_target_")):
+        return
+    choices = {g: _choice(g) for g in ("model", "dataset", "experiment", "hydra/sweeper", "hparams_search")}
+    choices = {g: c for g, c in choices.items() if c not in ("?", "None")}
+    experiment = choices.get("experiment")
+    tags = [*(wandb_cfg.get("tags") or []), choices.get("model"), choices.get("dataset"), experiment]
+    group = experiment
+    sweep = _multirun_config()
+    if sweep is not None:
+        group = sweep.sweep.dir
+        tags += ["sweep", choices.get("hydra/sweeper"), choices.get("hparams_search")]
+    with open_dict(wandb_cfg):
+        wandb_cfg.group = wandb_cfg.get("group") or group
+        wandb_cfg.tags = list(dict.fromkeys(str(t) for t in tags if t))  # unique, in order
+        previous = _previous_wandb_id(cfg.paths.output_dir) if resuming else None
+        if previous and not wandb_cfg.get("id"):
+            wandb_cfg.id, wandb_cfg.resume = previous, "allow"
+
+
+def _previous_wandb_id(output_dir: str) -> str | None:
+    """The id of the latest W&B run (``wandb/[offline-]run-<time>-<id>``) in a run directory."""
+    runs = [r for r in glob.glob(os.path.join(output_dir, "wandb", "*run-*-*")) if os.path.isdir(r)]
+    runs.sort(key=lambda r: os.path.basename(r).split("run-", 1)[1])  # by start time
+    return os.path.basename(runs[-1]).rsplit("-", 1)[-1] if runs else None
+
+
+def _check_optimized_metric_is_measured(cfg: DictConfig) -> None:
+    name = cfg.get("optimized_metric")
+    if name and str(name).startswith("metrics/") and not cfg.get("metrics"):
+        raise ConfigError(
+            f"optimized_metric={name} is never measured with metrics=none: add e.g. "
+            f"metrics={str(name).split('/')[1]}"
+        )
+
+
+def _check_optimized_metric(cfg: DictConfig, metrics: dict[str, float]) -> None:
+    """A sweeper must never rank a run by a missing or NaN value: such a run fails instead,
+    which the Optuna sweeper records as a failed trial before it goes on."""
+    name = cfg.get("optimized_metric")
+    if not name:
+        return
+    if name not in metrics:
+        raise ConfigError(f"optimized_metric={name} was never logged; logged: {sorted(metrics)}")
+    if not math.isfinite(metrics[name]):
+        raise FloatingPointError(f"optimized_metric={name} is {metrics[name]}: the run diverged")
 
 
 def _finish_wandb() -> None:

@@ -23,6 +23,7 @@ GROUP_OPTIONS = {
     "callbacks": ["default"],
     "metrics": ["none", "swd", "fid", "alignment"],
     "experiment": ["dcgan_synthetic64", "stylegan_celeba128", "t2f_original"],
+    "hparams_search": ["optuna"],
 }
 
 

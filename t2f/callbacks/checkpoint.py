@@ -52,7 +52,14 @@ class KimgCheckpoint(ModelCheckpoint):
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                      exception: BaseException) -> None:
-        """An interrupted run (Ctrl-C, SIGTERM, a crash) leaves a resumable last.ckpt."""
+        """An interrupted run (Ctrl-C, SIGTERM, a crash) leaves a resumable last.ckpt.
+
+        Under DDP a save is collective (every rank's RNG state goes in). A plain SystemExit
+        stops one rank only (submitit exits rank 0 after requeuing a SLURM job), so that rank
+        must not wait for the others: the requeued job resumes from the last periodic save.
+        """
+        if trainer.world_size > 1 and type(exception) is SystemExit:
+            return
         if trainer.global_step > 0 and self._last_global_step_saved != trainer.global_step:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
