@@ -8,7 +8,7 @@ the caller still does exactly one normal backward (safe under DDP).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -46,11 +46,13 @@ def g_wasserstein(fake_scores: Tensor) -> Tensor:
 # --- regularisers ------------------------------------------------------------------------
 
 
-def _input_gradient(scores: Tensor, inputs: Tensor) -> Tensor:
-    (grad,) = torch.autograd.grad(
+def _input_gradient(scores: Tensor, inputs: Tensor | Sequence[Tensor]) -> Tensor:
+    """Per-sample gradient of the scores, flattened and joined over all ``inputs``: (B, N)."""
+    inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    grads = torch.autograd.grad(
         outputs=scores.sum(), inputs=inputs, create_graph=True, retain_graph=True
     )
-    return grad
+    return torch.cat([g.flatten(1) for g in grads], dim=1)
 
 
 def interpolate(real: Tensor, fake: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -60,10 +62,13 @@ def interpolate(real: Tensor, fake: Tensor, generator: torch.Generator | None = 
     return torch.lerp(real.detach(), fake.detach(), eps).requires_grad_(True)
 
 
-def gradient_penalty(scores: Tensor, inputs: Tensor, target: float = 1.0) -> Tensor:
-    """WGAN-GP: mean over samples of (||grad_x D(x)|| - target)^2, the norm over all of C, H, W."""
-    grad = _input_gradient(scores, inputs)
-    norms = grad.flatten(1).norm(2, dim=1)
+def gradient_penalty(scores: Tensor, inputs: Tensor | Sequence[Tensor], target: float = 1.0) -> Tensor:
+    """WGAN-GP: mean over samples of (||grad D|| - target)^2, the norm over all of C, H, W.
+
+    With several inputs (an image and the condition it is scored under) the norm is taken over
+    all of them jointly: the critic is kept 1-Lipschitz in the pair, not in the image alone.
+    """
+    norms = _input_gradient(scores, inputs).norm(2, dim=1)
     return ((norms - target) ** 2).mean()
 
 
@@ -72,8 +77,7 @@ def r1_penalty(real_scores: Tensor, real_inputs: Tensor) -> Tensor:
 
     The caller multiplies by gamma / 2 (and by the lazy interval when lazy).
     """
-    grad = _input_gradient(real_scores, real_inputs)
-    return grad.flatten(1).pow(2).sum(dim=1).mean()
+    return _input_gradient(real_scores, real_inputs).pow(2).sum(dim=1).mean()
 
 
 def drift_penalty(real_scores: Tensor) -> Tensor:
@@ -129,35 +133,40 @@ class AdversarialLoss:
 
     def d_loss(
         self,
-        critic: Callable[[Tensor], Tensor],
+        critic: Callable[[Tensor, Tensor | None], Tensor],
         real: Tensor,
         fake: Tensor,
-        mismatched_scores: Tensor | None = None,
+        condition: Tensor | None = None,
+        mismatched: Tensor | None = None,
         step: int = 0,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Critic loss on real vs fake images.
+        """Critic loss on real vs fake images; ``critic(images, condition)`` gives scores (B,).
 
-        ``mismatched_scores`` (matching-aware critics: real images scored with another
-        sample's caption) count as fake; fakes and mismatches then weigh half each.
-        R1 is lazy (StyleGAN2) when ``r1_interval`` > 1: computed only on critic steps
-        ``step`` that are multiples of the interval, weighted ``gamma / 2 * r1_interval`` so
-        that its average weight stays ``gamma / 2``.
+        ``condition`` is what the real and fake images are scored under (e.g. their captions'
+        embeddings). With ``mismatched`` (other samples' conditions) the critic is
+        matching-aware: a real image under a mismatched condition counts as fake, and fakes and
+        mismatches weigh half each. The gradient penalty then covers both kinds of fake pair,
+        half the samples on the line from (real, c) to (fake, c) and half on the line from
+        (real, c) to (real, c'), with the norm over image and condition jointly: without it the
+        critic can push mismatched scores down without bound and the generator's signal
+        collapses. R1 is lazy (StyleGAN2) when ``r1_interval`` > 1: computed only on critic
+        steps ``step`` that are multiples of the interval, weighted ``gamma / 2 * r1_interval``
+        so that its average weight stays ``gamma / 2``.
         """
         r1_now = self.r1_due(step)
         real_in = real.detach().requires_grad_(r1_now)
-        real_scores = critic(real_in)
-        fake_scores = critic(fake.detach())
+        real_scores = critic(real_in, condition)
+        fake_scores = critic(fake.detach(), condition)
         parts: dict[str, Tensor] = {}
         real_term = _REAL_TERMS[self.name](real_scores).mean()
         fake_term = _FAKE_TERMS[self.name](fake_scores).mean()
-        if mismatched_scores is None:
+        if mismatched is None:
             parts["adv"] = real_term + fake_term
         else:
-            mismatch_term = _FAKE_TERMS[self.name](mismatched_scores).mean()
+            mismatch_term = _FAKE_TERMS[self.name](critic(real.detach(), mismatched)).mean()
             parts["adv"] = real_term + 0.5 * (fake_term + mismatch_term)
         if self.name == "wgan_gp" and self.gp_weight > 0:
-            mixed = interpolate(real, fake)
-            parts["gp"] = self.gp_weight * gradient_penalty(critic(mixed), mixed)
+            parts["gp"] = self.gp_weight * self._wgan_gp(critic, real, fake, condition, mismatched)
         if self.drift_weight > 0:
             parts["drift"] = self.drift_weight * drift_penalty(real_scores)
         if r1_now:
@@ -165,3 +174,18 @@ class AdversarialLoss:
             parts["r1"] = weight * r1_penalty(real_scores, real_in)
         total = sum(parts.values())
         return total, parts
+
+    @staticmethod
+    def _wgan_gp(critic: Callable[[Tensor, Tensor | None], Tensor], real: Tensor, fake: Tensor,
+                 condition: Tensor | None, mismatched: Tensor | None) -> Tensor:
+        if mismatched is None or condition is None:
+            mixed = interpolate(real, fake)
+            return gradient_penalty(critic(mixed, condition), mixed)
+        eps = torch.rand(real.shape[0], device=real.device, dtype=real.dtype)
+        to_mismatch = torch.arange(real.shape[0], device=real.device) % 2 == 1
+        zero = torch.zeros_like(eps)
+        e_image = torch.where(to_mismatch, zero, eps).view(-1, *[1] * (real.dim() - 1))
+        e_text = torch.where(to_mismatch, eps, zero).view(-1, *[1] * (condition.dim() - 1))
+        images = torch.lerp(real.detach(), fake.detach(), e_image).requires_grad_(True)
+        texts = torch.lerp(condition.detach(), mismatched.detach(), e_text).requires_grad_(True)
+        return gradient_penalty(critic(images, texts), (images, texts))

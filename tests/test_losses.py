@@ -20,7 +20,7 @@ from t2f.losses import (
 
 
 def _const_critic(value: float):
-    return lambda images: torch.full((images.shape[0],), value)
+    return lambda images, condition=None: torch.full((images.shape[0],), value)
 
 
 def _sp(x: float) -> float:
@@ -31,7 +31,7 @@ def test_nonsaturating_losses_match_hand_values():
     real, fake = torch.tensor([2.0, -1.0]), torch.tensor([0.5, -3.0])
     loss = AdversarialLoss("nonsaturating")
     images_real, images_fake = torch.zeros(2, 1, 2, 2), torch.ones(2, 1, 2, 2)
-    critic = lambda x: real if x.mean() == 0 else fake  # noqa: E731
+    critic = lambda x, c=None: real if x.mean() == 0 else fake  # noqa: E731
     total, parts = loss.d_loss(critic, images_real, images_fake)
     expected = (_sp(-2.0) + _sp(1.0)) / 2 + (_sp(0.5) + _sp(-3.0)) / 2
     assert total.item() == pytest.approx(expected, rel=1e-6)
@@ -41,7 +41,7 @@ def test_nonsaturating_losses_match_hand_values():
 
 def test_hinge_and_wasserstein_match_hand_values():
     real, fake = torch.tensor([2.0, 0.5]), torch.tensor([-0.5, 1.0])
-    critic = lambda x: real if x.mean() == 0 else fake  # noqa: E731
+    critic = lambda x, c=None: real if x.mean() == 0 else fake  # noqa: E731
     zeros, ones = torch.zeros(2, 1, 2, 2), torch.ones(2, 1, 2, 2)
     hinge, _ = AdversarialLoss("hinge").d_loss(critic, zeros, ones)
     # real: relu(1-2)=0, relu(1-0.5)=0.5 -> 0.25 ; fake: relu(0.5)=0.5, relu(2)=2 -> 1.25
@@ -50,13 +50,49 @@ def test_hinge_and_wasserstein_match_hand_values():
 
 
 def test_matching_aware_terms_weigh_fake_and_mismatch_half_each():
-    real, fake, mismatch = torch.tensor([1.0]), torch.tensor([-1.0]), torch.tensor([3.0])
-    critic = lambda x: real if x.mean() == 0 else fake  # noqa: E731
+    own, other = torch.zeros(1, 2), torch.ones(1, 2)
+
+    def critic(x, c):  # real image + own caption 1, fake image -1, real image + other caption 3
+        if x.mean() != 0:
+            return torch.tensor([-1.0])
+        return torch.tensor([1.0]) if c.mean() == 0 else torch.tensor([3.0])
+
     loss = AdversarialLoss("wgan_gp", gp_weight=0.0)
     total, parts = loss.d_loss(critic, torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2),
-                               mismatched_scores=mismatch)
+                               condition=own, mismatched=other)
     # -real + (fake + mismatch) / 2 = -1 + (-1 + 3) / 2 = 0
     assert parts["adv"].item() == pytest.approx(0.0)
+
+
+def test_matching_aware_gradient_penalty_covers_images_and_captions():
+    # D(x, c) = <w, x> + <v, c>: gradient (w, v) everywhere, joint norm sqrt(3^2 + 4^2 + 12^2) = 13.
+    w, v = torch.tensor([3.0, 4.0]), torch.tensor([12.0, 0.0, 0.0])
+    critic = lambda x, c: x.flatten(1) @ w + c @ v  # noqa: E731
+    real, fake = torch.randn(6, 2, 1, 1), torch.randn(6, 2, 1, 1)
+    own, other = torch.randn(6, 3), torch.randn(6, 3)
+    loss = AdversarialLoss("wgan_gp", gp_weight=10.0)
+    _, parts = loss.d_loss(critic, real, fake, condition=own, mismatched=other)
+    assert parts["gp"].item() == pytest.approx(10 * (13 - 1) ** 2, rel=1e-5)
+    # Without mismatches the condition is not part of the penalised input: only ||w|| = 5 counts.
+    _, parts = loss.d_loss(critic, real, fake, condition=own)
+    assert parts["gp"].item() == pytest.approx(10 * (5 - 1) ** 2, rel=1e-5)
+
+
+def test_matching_aware_penalty_samples_both_kinds_of_fake_pair():
+    seen = []
+
+    def critic(x, c):
+        if x.requires_grad:  # the penalty's call
+            seen.append((x.detach().clone(), c.detach().clone()))
+        return x.flatten(1).sum(1) + c.sum(1)
+
+    real, fake = torch.zeros(8, 1, 1, 1), torch.ones(8, 1, 1, 1)
+    own, other = torch.zeros(8, 1), torch.ones(8, 1)
+    AdversarialLoss("wgan_gp").d_loss(critic, real, fake, condition=own, mismatched=other)
+    (images, texts), = seen
+    moved_image, moved_text = images.flatten() > 0, texts.flatten() > 0
+    assert not (moved_image & moved_text).any()  # each sample moves towards one kind of fake pair
+    assert moved_image.sum() >= 3 and moved_text.sum() >= 3  # half the batch each (eps > 0 a.s.)
 
 
 def test_gradient_penalty_on_linear_critic_with_known_gradient_norm():
@@ -79,7 +115,7 @@ def test_gradient_penalty_norm_is_over_all_of_chw_per_sample():
 
 def test_wgan_gp_total_includes_penalty_and_drift_and_backprops_once():
     net = torch.nn.Linear(4, 1)
-    critic = lambda x: net(x.flatten(1)).flatten()  # noqa: E731
+    critic = lambda x, c=None: net(x.flatten(1)).flatten()  # noqa: E731
     real, fake = torch.randn(5, 1, 2, 2), torch.randn(5, 1, 2, 2)
     loss = AdversarialLoss("wgan_gp", gp_weight=10.0, drift_weight=0.001)
     total, parts = loss.d_loss(critic, real, fake)

@@ -24,7 +24,7 @@ class GANModule(pl.LightningModule):
 
     Subclass API: ``sample_inputs`` (latents + conditions -> generator inputs) and
     ``synthesize`` (inputs -> images in [-1, 1]); conditional models add ``conditions``,
-    ``critic`` and ``mismatched_scores``; ``extra_g_terms`` adds generator loss terms.
+    ``critic_condition``, ``critic`` and ``mismatched_condition``; ``extra_g_terms`` adds generator loss terms.
     """
 
     generator: nn.Module
@@ -86,12 +86,16 @@ class GANModule(pl.LightningModule):
         """
         raise NotImplementedError
 
-    def critic(self, images: Tensor, conditions: dict[str, Any]) -> Tensor:
-        """Critic scores (B,) of ``images`` under ``conditions``."""
+    def critic_condition(self, conditions: dict[str, Any]) -> Tensor | None:
+        """The vector the critic scores images under (None: an unconditional critic)."""
+        return None
+
+    def critic(self, images: Tensor, condition: Tensor | None) -> Tensor:
+        """Critic scores (B,) of ``images`` under ``condition``."""
         return self.discriminator(images)
 
-    def mismatched_scores(self, real: Tensor, conditions: dict[str, Any]) -> Tensor | None:
-        """Scores of real images under other samples' conditions (matching-aware critics)."""
+    def mismatched_condition(self, condition: Tensor | None) -> Tensor | None:
+        """Other samples' conditions for a matching-aware critic (None: not matching-aware)."""
         return None
 
     def prepare_real(self, images: Tensor) -> Tensor:
@@ -132,9 +136,10 @@ class GANModule(pl.LightningModule):
             conditions = self.conditions(batch)
             with torch.no_grad():
                 fake = self.synthesize(self.generator, self.sample_inputs(batch_size, conditions))
+            condition = self.critic_condition(conditions)
             d_loss, d_parts = self.adversarial.d_loss(
-                lambda images: self.critic(images, conditions), real, fake,
-                mismatched_scores=self.mismatched_scores(real, conditions),
+                self.critic, real, fake, condition=condition,
+                mismatched=self.mismatched_condition(condition),
                 step=self.batches_seen,  # counts critic steps: lazy R1 runs every r1_interval
             )
             opt_d.zero_grad(set_to_none=True)
@@ -149,7 +154,8 @@ class GANModule(pl.LightningModule):
                     conditions = self.conditions(batch)
                 inputs = self.sample_inputs(batch_size, conditions)
                 fake = self.synthesize(self.generator, inputs)
-                g_parts = {"adv": self.adversarial.g_loss(self.critic(fake, conditions))}
+                scores = self.critic(fake, self.critic_condition(conditions))
+                g_parts = {"adv": self.adversarial.g_loss(scores)}
                 g_parts.update(self.extra_g_terms(inputs))
                 g_loss = sum(g_parts.values())
                 opt_g.zero_grad(set_to_none=True)

@@ -37,16 +37,15 @@ class TextConditionedMixin:
             return {}
         return {"text_embedding": self.text_encoder(batch["caption"], batch["caption_length"])}
 
-    def critic(self, images: Tensor, conditions: dict[str, Any]) -> Tensor:
-        return self.discriminator(images, self.stage, self.alpha,
-                                  condition=conditions.get("text_embedding"))
+    def critic_condition(self, conditions: dict[str, Any]) -> Tensor | None:
+        return conditions.get("text_embedding")
 
-    def mismatched_scores(self, real: Tensor, conditions: dict[str, Any]) -> Tensor | None:
-        """Each real face scored with the next sample's caption: counts as fake."""
-        if self.text_encoder is None:
-            return None
-        shifted = conditions["text_embedding"].roll(1, dims=0)
-        return self.discriminator(real, self.stage, self.alpha, condition=shifted)
+    def critic(self, images: Tensor, condition: Tensor | None) -> Tensor:
+        return self.discriminator(images, self.stage, self.alpha, condition=condition)
+
+    def mismatched_condition(self, condition: Tensor | None) -> Tensor | None:
+        """Each real face paired with the next sample's caption: counts as fake."""
+        return None if condition is None else condition.roll(1, dims=0)
 
     def text_embedding(self, inputs: dict[str, Any]) -> Tensor | None:
         """The embedding in generator inputs, or computed from their token ids (grids, generate)."""
