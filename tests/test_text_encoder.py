@@ -97,6 +97,11 @@ def test_conditioning_augmentation():
     c_det, mu_det, _ = ca(emb, sample=False)
     torch.testing.assert_close(c_det, mu_det)
     torch.testing.assert_close(mu_det, mu)
+    eps = torch.randn(5, 6)  # given noise: c = mu + sigma * eps exactly, for reproducible samples
+    c_eps, mu_eps, logvar_eps = ca(emb, eps=eps)
+    torch.testing.assert_close(c_eps, mu_eps + torch.exp(0.5 * logvar_eps) * eps)
+    with pytest.raises(ValueError, match="eps must have shape"):
+        ca(emb, eps=torch.randn(5, 7))
     # reparameterised: gradient flows through c to the linear layer
     ca.train()
     c, mu, logvar = ca(emb)
