@@ -62,10 +62,15 @@ def _t2f_run(tmp_path: Path, overrides: list[str] | None = None):
 
 
 def test_t2f_trains_across_every_stage_switch_with_per_stage_batch_sizes(tmp_path):
-    cfg, metrics = _t2f_run(tmp_path, ["model.schedule.batch_sizes=[8,8,4,4]"])
+    cfg, metrics = _t2f_run(tmp_path, ["model.schedule.batch_sizes=[8,8,4,4]", "model.text_encoder_lr_scale=0.25",
+                                       "model.schedule.learning_rates=[0.004,0.004,0.004,0.002]"])
     run = Path(cfg.paths.output_dir)
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["t2f"]["stage"] == 3 and ckpt["t2f"]["alpha"] > 0.9  # in the last fade-in
+    # the last stage's lr, the text encoder's group at its fraction of it
+    g_groups, d_groups = (o["param_groups"] for o in ckpt["optimizer_states"])
+    assert [g["lr"] for g in g_groups] == [0.002]
+    assert [(g["lr"], g["lr_scale"]) for g in d_groups] == [(0.002, 1.0), (0.0005, 0.25)]
     assert ckpt["t2f"]["images_seen"] >= 80
     sizes = {p.stem.split("_")[-1] for p in (run / "samples").glob("*.png")}
     assert {"4px", "32px"} <= sizes

@@ -174,4 +174,4 @@ def _set_learning_rate(trainer: pl.Trainer, lr: float | None) -> None:
         return
     for optimizer in trainer.optimizers:
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)

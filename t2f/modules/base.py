@@ -108,13 +108,18 @@ class GANModule(pl.LightningModule):
 
     # --- training ---------------------------------------------------------------------------
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        return [
+        optimizers = [
             self.optimizer_g(self.generator.parameters()),
             self.optimizer_d(self.discriminator_parameters()),
         ]
+        for optimizer in optimizers:  # groups with an "lr_scale" run at a fraction of the lr
+            for group in optimizer.param_groups:
+                group["lr"] = group["lr"] * group.setdefault("lr_scale", 1.0)
+        return optimizers
 
-    def discriminator_parameters(self) -> Iterator[nn.Parameter]:
-        """Parameters trained by the critic loss (T2F adds its text encoder)."""
+    def discriminator_parameters(self) -> Iterator[nn.Parameter] | list[dict[str, Any]]:
+        """Parameters (or param groups, optionally with an ``lr_scale``) trained by the critic
+        loss (T2F adds its text encoder)."""
         return self.discriminator.parameters()
 
     @property

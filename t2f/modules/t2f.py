@@ -34,6 +34,7 @@ class T2FModule(TextConditionedMixin, ProgressiveMixin, GANModule):
         fmap_max: int = 512,
         mbstd_group_size: int = 4,
         kl_weight: float = 1.0,
+        text_encoder_lr_scale: float = 1.0,
         **base: Any,
     ) -> None:
         growth = ProgressiveSchedule(max_resolution=resolution, **dict(schedule))
@@ -43,6 +44,9 @@ class T2FModule(TextConditionedMixin, ProgressiveMixin, GANModule):
         self.noise_dim = noise_dim
         self.condition_dim = condition_dim
         self.kl_weight = float(kl_weight)
+        if text_encoder_lr_scale < 0:
+            raise ValueError(f"model.text_encoder_lr_scale={text_encoder_lr_scale} must be >= 0")
+        self.text_encoder_lr_scale = float(text_encoder_lr_scale)
         self.text_encoder = TextEncoder(vocab_size, **dict(text_encoder or {}))
         text_dim = self.text_encoder.output_dim
         widths = {"fmap_base": fmap_base, "fmap_max": fmap_max}

@@ -9,7 +9,6 @@ face; the generator reads the embedding without being able to move it.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from itertools import chain
 from typing import Any
 
 import torch
@@ -27,10 +26,13 @@ class TextConditionedMixin:
     stage: int
     alpha: float
 
-    def discriminator_parameters(self) -> Iterator[nn.Parameter]:
+    text_encoder_lr_scale: float = 1.0
+
+    def discriminator_parameters(self) -> Iterator[nn.Parameter] | list[dict[str, Any]]:
         if self.text_encoder is None:
             return self.discriminator.parameters()
-        return chain(self.discriminator.parameters(), self.text_encoder.parameters())
+        return [{"params": list(self.discriminator.parameters())},
+                {"params": list(self.text_encoder.parameters()), "lr_scale": self.text_encoder_lr_scale}]
 
     def conditions(self, batch: dict[str, Any]) -> dict[str, Any]:
         if self.text_encoder is None:
