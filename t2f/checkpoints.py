@@ -18,8 +18,15 @@ import torch
 
 from t2f.data.vocab import Vocabulary
 
-__all__ = ["build_module", "checkpoint_config", "checkpoint_vocab", "load_checkpoint", "read_checkpoint",
+__all__ = ["build_module", "resolve_device", "checkpoint_config", "checkpoint_vocab", "load_checkpoint", "read_checkpoint",
            "user_errors"]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: the GPU when there is one, else the CPU; anything else as torch names it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

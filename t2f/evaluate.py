@@ -18,25 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from t2f.checkpoints import load_checkpoint
+from t2f.checkpoints import load_checkpoint, resolve_device
 
 __all__ = ["evaluate", "format_table", "load_checkpoint"]
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Run the evaluation of ``cfg`` (conf/evaluate.yaml); returns the report written as JSON."""
     from hydra.utils import instantiate
 
-    device = _device(str(cfg.device))
+    device = resolve_device(str(cfg.device))
     module, datamodule, ckpt = load_checkpoint(cfg.ckpt, device)
     if not cfg.get("metrics"):
         raise ValueError("choose metrics, e.g. metrics=[swd,alignment,fid]")

@@ -31,7 +31,7 @@ from PIL import Image
 from torch import Tensor
 
 from t2f.callbacks.samples import grid_image
-from t2f.checkpoints import user_errors
+from t2f.checkpoints import resolve_device, user_errors
 from t2f.export import (
     StandaloneGenerator,
     build_generator,
@@ -50,12 +50,6 @@ FREE_TEXT_KEYS = ("text", "text_to")
 
 
 # --- inputs ---------------------------------------------------------------------------------
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def open_generator(path: str | os.PathLike, device: torch.device | str = "cpu") -> StandaloneGenerator:
     """The EMA generator of a training checkpoint, or of a file written by ``t2f.export``."""
     return build_generator(checkpoint_state(path), device)

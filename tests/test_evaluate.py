@@ -9,19 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from t2f.train import train
 from tests.conftest import REPO, compose_config
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one intra-op thread is faster than two on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: one thread is faster
 
 
 def test_evaluate_cli_prints_table_and_writes_json(tmp_path: Path) -> None:

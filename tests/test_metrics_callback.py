@@ -20,13 +20,7 @@ from tests.test_train import _cli_tiny, _run_cli
 FAST = ["metrics.num_samples=16", "metrics.num_real=32", "metrics.batch_size=8", "metrics.every_kimg=0.016"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one intra-op thread is faster than two on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: one thread is faster
 
 
 def _rows(run: Path) -> list[dict[str, str]]:

@@ -496,6 +496,12 @@ _P_BG = _inverse(_BG_WORDS)
 _P_MAN = {"man", "men", "guy", "gentleman", "male", "boy", "he", "his", "him"}
 _P_WOMAN = {"woman", "women", "lady", "female", "girl", "she", "her", "hers"}
 _P_GLASSES = {"glasses", "eyeglasses", "spectacles"}
+# Nouns whose colour or tone word stands before them or after "is/are": attribute and value table.
+_P_NOUNS = {
+    **dict.fromkeys(("eyes", "eyed", "eye"), ("eye_color", _P_EYES)),
+    **dict.fromkeys(("skin", "skinned", "complexion"), ("skin_tone", _P_SKIN)),
+    **dict.fromkeys(("background", "backdrop"), ("background", _P_BG)),
+}
 _P_SMILE_YES = {"smiling", "smile", "smiles", "smiled", "grinning", "grin", "grins", "happy", "cheerful"}
 _P_SMILE_NO = {"serious", "unsmiling", "neutral", "frowning", "sad"}
 _P_NEGATION = {"no", "not", "without", "never", "nor", "doesn't", "don't", "isn't", "aren't"}
@@ -560,24 +566,13 @@ def parse_caption(text: str) -> dict[str, int]:
                 put(("hair_color", "hair_length")[ti], v)
         elif w == "bald" or (w in ("shaved", "shaven") and j + 1 < len(t) and t[j + 1] == "head"):
             put("hair_length", 0)
-        elif w in ("eyes", "eyed", "eye"):
-            v = before(j, _P_EYES)
+        elif w in _P_NOUNS:  # "green eyes", "eyes are green", "a pink backdrop", ...
+            name, table = _P_NOUNS[w]
+            v = before(j, table)
             if v is not None:
-                put("eye_color", v)
-            for _, v in after_is(j, (_P_EYES,)):
-                put("eye_color", v)
-        elif w in ("skin", "skinned", "complexion"):
-            v = before(j, _P_SKIN)
-            if v is not None:
-                put("skin_tone", v)
-            for _, v in after_is(j, (_P_SKIN,)):
-                put("skin_tone", v)
-        elif w in ("background", "backdrop"):
-            v = before(j, _P_BG)
-            if v is not None:
-                put("background", v)
-            for _, v in after_is(j, (_P_BG,)):
-                put("background", v)
+                put(name, v)
+            for _, v in after_is(j, (table,)):
+                put(name, v)
         elif w in _P_GLASSES:
             put("glasses", 0 if _negated(t, j) else 1)
         elif w == "bespectacled":
