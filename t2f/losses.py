@@ -90,6 +90,24 @@ def kl_divergence(mu: Tensor, logvar: Tensor) -> Tensor:
     return 0.5 * (logvar.exp() + mu.pow(2) - 1.0 - logvar).sum(dim=1).mean()
 
 
+def contrastive_loss(image_embedding: Tensor, text_embedding: Tensor, temperature: float = 0.1,
+                     same_caption: Tensor | None = None) -> Tensor:
+    """Symmetric InfoNCE between images and their captions (CLIP; XMC-GAN's sentence term).
+
+    Cosine similarities over the batch divided by ``temperature``; each image must pick out
+    its own caption among the batch's and each caption its own image. ``same_caption``
+    (B, B) marks pairs of samples with the same sentence: those are not counted as negatives.
+    """
+    image = F.normalize(image_embedding, dim=1)
+    text = F.normalize(text_embedding, dim=1)
+    logits = image @ text.t() / temperature
+    if same_caption is not None:
+        own = torch.eye(len(text), dtype=torch.bool, device=text.device)
+        logits = logits.masked_fill(same_caption & ~own, float("-inf"))
+    targets = torch.arange(len(text), device=text.device)
+    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets))
+
+
 # --- loss selection ----------------------------------------------------------------------
 
 

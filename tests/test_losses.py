@@ -9,6 +9,7 @@ import torch
 
 from t2f.losses import (
     AdversarialLoss,
+    contrastive_loss,
     drift_penalty,
     g_nonsaturating,
     g_wasserstein,
@@ -142,3 +143,28 @@ def test_drift_kl_and_interpolation():
 def test_unknown_loss_name_lists_choices():
     with pytest.raises(ValueError, match="nonsaturating, hinge, wgan_gp"):
         AdversarialLoss("lsgan")
+
+
+def test_contrastive_loss_matches_hand_values():
+    # Orthogonal unit embeddings, temperature 1: every row's logits are (1, 0), so each of the
+    # two cross-entropies is -log(e / (e + 1)) = log(1 + e^-1).
+    eye = torch.eye(2)
+    assert contrastive_loss(eye, eye, temperature=1.0).item() == pytest.approx(math.log1p(math.exp(-1)))
+    # Scale does not matter (cosine similarity); temperature does: logits (1/t, 0).
+    assert contrastive_loss(3 * eye, 0.5 * eye, temperature=0.5).item() == pytest.approx(
+        math.log1p(math.exp(-2)))
+    # Images matched to the wrong captions: logits (0, 1) -> log(1 + e).
+    assert contrastive_loss(eye.flip(0), eye, temperature=1.0).item() == pytest.approx(math.log1p(math.e))
+
+
+def test_contrastive_loss_does_not_count_a_repeated_caption_as_a_negative():
+    image = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    text = image.clone()  # samples 0 and 1 have the same caption
+    same = torch.tensor([[1, 1, 0], [1, 1, 0], [0, 0, 1]], dtype=torch.bool)
+    # Row 0 and column 0 each see logits (1, 0) over {self, sample 2}; same for 1; sample 2
+    # sees (0, 0, 1) over all three: every one of the six terms is known.
+    near = math.log1p(math.exp(-1))
+    far = -math.log(math.e / (math.e + 2))
+    expected = (2 * near + far) / 3
+    assert contrastive_loss(image, text, 1.0, same_caption=same).item() == pytest.approx(expected)
+    assert contrastive_loss(image, text, 1.0).item() > expected  # counted as a negative otherwise

@@ -339,6 +339,26 @@ def test_conditional_discriminator():
         _disc()(x, 2, 0.5, condition=c1)
 
 
+def test_discriminator_image_embedding_reads_the_image_alone():
+    disc = _disc(condition_dim=6, embed_dim=5)
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        emb = disc.image_embedding(x, 2, 0.5)
+        assert emb.shape == (4, 5)
+        c = torch.randn(4, 6)
+        scores, same_pass = disc(x, 2, 0.5, c, embed=True)  # one pass gives scores and embedding
+        assert torch.equal(scores, disc(x, 2, 0.5, c)) and torch.equal(same_pass, emb)
+        # the same continuity as the scores: alpha = 0 is the previous stage on the downsampled image
+        torch.testing.assert_close(disc.image_embedding(x, 2, 0.0),
+                                   disc.image_embedding(downsample2x(x), 1), rtol=0, atol=0)
+        # and each image's embedding is its own: no minibatch statistics leak in
+        torch.testing.assert_close(disc.image_embedding(x[:1], 2, 0.5), emb[:1], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="embed_dim=0"):
+        _disc(condition_dim=6).image_embedding(x, 2)
+    with pytest.raises(ValueError, match="embed_dim"):
+        _disc(embed_dim=-1)
+
+
 def test_discriminator_gradient_reaches_current_stage_and_condition():
     disc = _disc(condition_dim=6)
     stage = 2

@@ -24,7 +24,8 @@ class GANModule(pl.LightningModule):
 
     Subclass API: ``sample_inputs`` (latents + conditions -> generator inputs) and
     ``synthesize`` (inputs -> images in [-1, 1]); conditional models add ``conditions``,
-    ``critic_condition``, ``critic`` and ``mismatched_condition``; ``extra_g_terms`` adds generator loss terms.
+    ``critic_condition``, ``critic`` and ``mismatched_condition``; ``extra_d_terms`` and
+    ``extra_g_terms`` add critic and generator loss terms.
     """
 
     generator: nn.Module
@@ -102,9 +103,18 @@ class GANModule(pl.LightningModule):
         """Real images as the critic should see them now (progressive models resize them)."""
         return images
 
-    def extra_g_terms(self, inputs: dict[str, Any]) -> dict[str, Tensor]:
-        """Generator loss terms beyond the adversarial one (e.g. the KL of T2F)."""
+    def extra_d_terms(self, real: Tensor, conditions: dict[str, Any]) -> dict[str, Tensor]:
+        """Critic loss terms beyond the adversarial one (e.g. a text-image contrastive term)."""
         return {}
+
+    def extra_g_terms(self, inputs: dict[str, Any]) -> dict[str, Tensor]:
+        """Generator loss terms beyond those on its fakes' critic pass (e.g. the KL of T2F)."""
+        return {}
+
+    def generator_terms(self, fake: Tensor, conditions: dict[str, Any]) -> dict[str, Tensor]:
+        """Generator loss terms read from one critic pass over its fakes: the adversarial one
+        (a text-conditional critic adds its contrastive term from the same pass)."""
+        return {"adv": self.adversarial.g_loss(self.critic(fake, self.critic_condition(conditions)))}
 
     # --- training ---------------------------------------------------------------------------
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
@@ -147,6 +157,9 @@ class GANModule(pl.LightningModule):
                 mismatched=self.mismatched_condition(condition),
                 step=self.batches_seen,  # counts critic steps: lazy R1 runs every r1_interval
             )
+            extra = self.extra_d_terms(real, conditions)
+            d_loss = d_loss + sum(extra.values())
+            d_parts.update(extra)
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
             opt_d.step()
@@ -159,8 +172,7 @@ class GANModule(pl.LightningModule):
                     conditions = self.conditions(batch)
                 inputs = self.sample_inputs(batch_size, conditions)
                 fake = self.synthesize(self.generator, inputs)
-                scores = self.critic(fake, self.critic_condition(conditions))
-                g_parts = {"adv": self.adversarial.g_loss(scores)}
+                g_parts = self.generator_terms(fake, conditions)
                 g_parts.update(self.extra_g_terms(inputs))
                 g_loss = sum(g_parts.values())
                 opt_g.zero_grad(set_to_none=True)

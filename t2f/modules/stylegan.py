@@ -47,6 +47,7 @@ class StyleGANModule(TextConditionedMixin, ProgressiveMixin, GANModule):
         conditional: bool = False,
         vocab_size: int | None = None,
         text_encoder: dict[str, Any] | None = None,
+        contrastive: dict[str, float] | None = None,
         z_dim: int = 128,
         w_dim: int = 128,
         mapping_layers: int = 8,
@@ -94,7 +95,7 @@ class StyleGANModule(TextConditionedMixin, ProgressiveMixin, GANModule):
         )
         self.discriminator = ProGANDiscriminator(
             resolution, channels=d_channels, mbstd_group_size=mbstd_group_size,
-            condition_dim=text_dim, **widths,
+            condition_dim=text_dim, embed_dim=self.init_contrastive(contrastive), **widths,
         )
         self.init_ema()
 

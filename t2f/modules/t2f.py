@@ -35,6 +35,7 @@ class T2FModule(TextConditionedMixin, ProgressiveMixin, GANModule):
         mbstd_group_size: int = 4,
         kl_weight: float = 1.0,
         text_encoder_lr_scale: float = 1.0,
+        contrastive: dict[str, float] | None = None,
         **base: Any,
     ) -> None:
         growth = ProgressiveSchedule(max_resolution=resolution, **dict(schedule))
@@ -53,9 +54,10 @@ class T2FModule(TextConditionedMixin, ProgressiveMixin, GANModule):
         self.generator = T2FGenerator(
             text_dim, condition_dim, noise_dim, resolution, channels=g_channels, **widths
         )
+        embed_dim = self.init_contrastive(contrastive)
         self.discriminator = ProGANDiscriminator(
             resolution, channels=d_channels, mbstd_group_size=mbstd_group_size,
-            condition_dim=text_dim, **widths,
+            condition_dim=text_dim, embed_dim=embed_dim, **widths,
         )
         self.init_ema()
 

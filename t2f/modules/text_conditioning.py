@@ -4,6 +4,13 @@ The caption embedding conditions the generator and the critic. The text encoder 
 with the critic by the matching-aware loss: a real face with another sample's caption
 counts as fake, which rewards embeddings that tell captions apart by what they say about a
 face; the generator reads the embedding without being able to move it.
+
+That signal alone lets the encoder settle on whatever the critic learns first (the
+background colour) and forget the rest. The optional contrastive term (XMC-GAN's sentence
+term, CLIP's loss) asks each real face to pick out its own caption among the batch's, in
+an image embedding the critic reads from its 4x4 features: the encoder must then keep
+every attribute that tells faces apart, and the generator, scored the same way on its
+fakes, must draw them.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from torch import Tensor, nn
 
 from t2f.data.base import pad_captions
 from t2f.data.vocab import Vocabulary
+from t2f.losses import contrastive_loss
 
 
 class TextConditionedMixin:
@@ -27,6 +35,24 @@ class TextConditionedMixin:
     alpha: float
 
     text_encoder_lr_scale: float = 1.0
+    contrastive_weight: float = 0.0
+    contrastive_temperature: float = 0.1
+
+    def init_contrastive(self, settings: dict[str, float] | None) -> int:
+        """Read ``model.contrastive`` (weight, temperature); returns the critic's image
+        embedding size: the caption embedding's, or 0 when the term is off."""
+        settings = {"weight": 0.0, "temperature": 0.1, **(settings or {})}
+        unknown = set(settings) - {"weight", "temperature"}
+        if unknown:
+            raise ValueError(f"model.contrastive has unknown keys {sorted(unknown)}: use weight, temperature")
+        weight, temperature = float(settings["weight"]), float(settings["temperature"])
+        if weight < 0:
+            raise ValueError(f"model.contrastive.weight={weight} must be >= 0 (0 turns it off)")
+        if not temperature > 0:
+            raise ValueError(f"model.contrastive.temperature={temperature} must be > 0")
+        self.contrastive_weight = weight if self.text_encoder is not None else 0.0
+        self.contrastive_temperature = temperature
+        return self.text_encoder.output_dim if self.contrastive_weight > 0 else 0
 
     def discriminator_parameters(self) -> Iterator[nn.Parameter] | list[dict[str, Any]]:
         if self.text_encoder is None:
@@ -37,7 +63,28 @@ class TextConditionedMixin:
     def conditions(self, batch: dict[str, Any]) -> dict[str, Any]:
         if self.text_encoder is None:
             return {}
-        return {"text_embedding": self.text_encoder(batch["caption"], batch["caption_length"])}
+        tokens = batch["caption"]
+        return {"text_embedding": self.text_encoder(tokens, batch["caption_length"]),
+                "same_caption": (tokens[:, None, :] == tokens[None, :, :]).all(dim=2)}
+
+    def contrastive(self, image_embedding: Tensor, conditions: dict[str, Any]) -> Tensor:
+        loss = contrastive_loss(image_embedding, conditions["text_embedding"],
+                                self.contrastive_temperature, conditions.get("same_caption"))
+        return self.contrastive_weight * loss
+
+    def extra_d_terms(self, real: Tensor, conditions: dict[str, Any]) -> dict[str, Tensor]:
+        terms = super().extra_d_terms(real, conditions)
+        if self.contrastive_weight > 0:
+            embedding = self.discriminator.image_embedding(real, self.stage, self.alpha)
+            terms["contrastive"] = self.contrastive(embedding, conditions)
+        return terms
+
+    def generator_terms(self, fake: Tensor, conditions: dict[str, Any]) -> dict[str, Tensor]:
+        if self.contrastive_weight == 0:
+            return super().generator_terms(fake, conditions)
+        scores, embedding = self.discriminator(fake, self.stage, self.alpha,
+                                               condition=self.critic_condition(conditions), embed=True)
+        return {"adv": self.adversarial.g_loss(scores), "contrastive": self.contrastive(embedding, conditions)}
 
     def critic_condition(self, conditions: dict[str, Any]) -> Tensor | None:
         return conditions.get("text_embedding")

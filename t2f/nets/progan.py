@@ -297,8 +297,11 @@ class ProGANDiscriminator(nn.Module):
             concatenated to the features before the final block's 3x3 convolution.
         condition_channels: projected condition width (default ``max(1, channels[0] // 4)``,
             the 128-of-512 ratio of StackGAN/T2F).
+        embed_dim: size of an image embedding read from the 4x4 features before the condition
+            joins (0: none); a contrastive loss aligns it with caption embeddings.
 
-    ``forward(image, stage, alpha, condition)`` returns raw scores of shape ``(B,)``.
+    ``forward(image, stage, alpha, condition)`` returns raw scores of shape ``(B,)``;
+    ``image_embedding(image, stage, alpha)`` returns ``(B, embed_dim)``.
     """
 
     def __init__(
@@ -312,6 +315,7 @@ class ProGANDiscriminator(nn.Module):
         mbstd_num_features: int = 1,
         condition_dim: int = 0,
         condition_channels: int | None = None,
+        embed_dim: int = 0,
     ) -> None:
         super().__init__()
         if condition_dim < 0:
@@ -344,6 +348,12 @@ class ProGANDiscriminator(nn.Module):
         for k in range(1, self.num_stages):
             blocks.append(_DiscriminatorBlock(self.channels[k], self.channels[k - 1]))
         self.blocks = nn.ModuleList(blocks)
+        if embed_dim < 0:
+            raise ValueError(f"embed_dim must be >= 0, got {embed_dim}")
+        self.embed_dim = int(embed_dim)
+        self.image_embed = (
+            EqualizedLinear(self.channels[0] * 16, self.embed_dim, gain=1.0) if self.embed_dim else None
+        )
 
     def resolution(self, stage: int) -> int:
         """Input resolution expected at ``stage``."""
@@ -355,8 +365,36 @@ class ProGANDiscriminator(nn.Module):
         stage: int,
         alpha: float = 1.0,
         condition: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Critic scores ``(B,)`` for images at stage ``stage``.
+        embed: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Critic scores ``(B,)`` for images at stage ``stage`` (see :meth:`features`); with
+        ``embed`` also the image embedding, from the same pass."""
+        if self.condition_dim > 0:
+            if condition is None:
+                raise ValueError(
+                    f"this critic is conditional (condition_dim={self.condition_dim}): pass condition"
+                )
+            if condition.dim() != 2 or condition.shape != (image.shape[0], self.condition_dim):
+                raise ValueError(
+                    f"condition must have shape ({image.shape[0]}, {self.condition_dim}), got {tuple(condition.shape)}"
+                )
+        elif condition is not None:
+            raise ValueError("condition given but this critic was built with condition_dim=0")
+        x = self.features(image, stage, alpha)
+        scores = self.blocks[0](x, condition)
+        return (scores, self._embed(x)) if embed else scores
+
+    def image_embedding(self, image: torch.Tensor, stage: int, alpha: float = 1.0) -> torch.Tensor:
+        """``(B, embed_dim)``: the image alone, read from the 4x4 features by a linear head."""
+        return self._embed(self.features(image, stage, alpha))
+
+    def _embed(self, features: torch.Tensor) -> torch.Tensor:
+        if self.image_embed is None:
+            raise ValueError("this critic was built with embed_dim=0: it has no image embedding")
+        return self.image_embed(features.flatten(1))
+
+    def features(self, image: torch.Tensor, stage: int, alpha: float = 1.0) -> torch.Tensor:
+        """The 4x4 features ``(B, channels[0], 4, 4)`` that enter the final block.
 
         With ``alpha < 1`` (stage > 0) the features entering block ``k-1`` are
         ``lerp(fromRGB[k-1](downsample2x(image)), block[k](fromRGB[k](image)), alpha)``,
@@ -373,18 +411,6 @@ class ProGANDiscriminator(nn.Module):
                 f"image must have shape (B, {self.in_channels}, {res}, {res}) at stage {stage}, "
                 f"got {tuple(image.shape)}"
             )
-        if self.condition_dim > 0:
-            if condition is None:
-                raise ValueError(
-                    f"this critic is conditional (condition_dim={self.condition_dim}): pass condition"
-                )
-            if condition.dim() != 2 or condition.shape != (image.shape[0], self.condition_dim):
-                raise ValueError(
-                    f"condition must have shape ({image.shape[0]}, {self.condition_dim}), got {tuple(condition.shape)}"
-                )
-        elif condition is not None:
-            raise ValueError("condition given but this critic was built with condition_dim=0")
-
         x = self.from_rgb[stage](image)
         if stage > 0:
             x = self.blocks[stage](x)
@@ -393,4 +419,4 @@ class ProGANDiscriminator(nn.Module):
                 x = torch.lerp(skip, x, alpha)
             for k in range(stage - 1, 0, -1):
                 x = self.blocks[k](x)
-        return self.blocks[0](x, condition)
+        return x

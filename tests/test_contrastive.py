@@ -1,0 +1,82 @@
+"""The text-image contrastive term of the text-conditional models (T2F)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from t2f.modules.t2f import T2FModule
+
+VOCAB = 30
+
+
+def _module(weight: float = 1.0, temperature: float = 0.1) -> T2FModule:
+    module = T2FModule(
+        vocab_size=VOCAB, resolution=8, schedule={"kimg_per_stage": [1, 1]}, noise_dim=8,
+        condition_dim=8, text_encoder={"embedding_dim": 8, "hidden_dim": 16, "num_layers": 1},
+        fmap_base=32, fmap_max=16, contrastive={"weight": weight, "temperature": temperature},
+    )
+    module.stage, module.alpha = 1, 1.0
+    return module
+
+
+def _batch(n: int = 8) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    captions = torch.randint(1, VOCAB, (n, 5), generator=gen)
+    captions[1] = captions[0]  # one sentence twice: not a negative of itself
+    return {"image": torch.randn(n, 3, 8, 8, generator=gen), "caption": captions,
+            "caption_length": torch.full((n,), 5)}
+
+
+def test_conditions_mark_repeated_captions():
+    same = _module().conditions(_batch())["same_caption"]
+    assert same[0, 1] and same[1, 0] and same.diagonal().all()
+    assert same.sum() == 8 + 2
+
+
+def test_critic_term_trains_the_text_encoder_and_critic_to_match_captions_to_faces():
+    torch.manual_seed(0)
+    module, batch = _module(), _batch()
+    params = list(module.text_encoder.parameters()) + list(module.discriminator.parameters())
+    optimizer = torch.optim.Adam(params, lr=3e-3)
+    losses = []
+    for _ in range(60):
+        term = module.extra_d_terms(batch["image"], module.conditions(batch))["contrastive"]
+        optimizer.zero_grad()
+        term.backward()
+        optimizer.step()
+        losses.append(term.item())
+    assert module.text_encoder.embedding.weight.grad.abs().sum() > 0
+    assert module.discriminator.image_embed.weight.grad.abs().sum() > 0
+    # log(7) is chance with 7 candidates per row; after training each face finds its caption
+    assert losses[0] > 1.0 and losses[-1] < 0.2 * losses[0]
+
+
+def test_generator_term_reaches_the_generator_but_not_the_text_encoder():
+    torch.manual_seed(0)
+    module, batch = _module(weight=0.5), _batch()
+    with torch.no_grad():
+        conditions = module.conditions(batch)
+    fake = module.synthesize(module.generator, module.sample_inputs(8, conditions))
+    terms = module.generator_terms(fake, conditions)
+    assert set(terms) == {"adv", "contrastive"}
+    # the adversarial term is the critic's score of the same pass
+    scores = module.critic(fake, conditions["text_embedding"])
+    torch.testing.assert_close(terms["adv"], module.adversarial.g_loss(scores))
+    terms["contrastive"].backward()
+    assert all(p.grad is None for p in module.text_encoder.parameters())
+    assert module.generator.generator.to_rgb[1].weight.grad.abs().sum() > 0
+
+
+def test_weight_zero_builds_no_image_embedding_and_bad_settings_are_named():
+    module = _module(weight=0.0)
+    assert module.discriminator.image_embed is None
+    batch = _batch()
+    conditions = module.conditions(batch)
+    assert module.extra_d_terms(batch["image"], conditions) == {}
+    fake = module.synthesize(module.generator, module.sample_inputs(8, conditions))
+    assert set(module.generator_terms(fake, conditions)) == {"adv"}
+    with pytest.raises(ValueError, match="model.contrastive.weight"):
+        _module(weight=-1.0)
+    with pytest.raises(ValueError, match="model.contrastive.temperature"):
+        _module(temperature=0.0)
