@@ -65,7 +65,8 @@ def _offline_wandb(monkeypatch: pytest.MonkeyPatch) -> None:
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory):
     """``tiny_checkpoint(name)`` -> ``last.ckpt`` of a tiny training, trained once per session.
 
-    Names: ``t2f``, ``stylegan``, ``stylegan_text`` (``model.conditional=true``), ``dcgan``.
+    Names: ``t2f``, ``stylegan``, ``stylegan_text`` (``model.conditional=true``, with the
+    contrastive term), ``dcgan``.
     Sample grids are saved every 0.02 kimg, so a run leaves grids at several resolutions.
     """
     import torch
@@ -78,7 +79,8 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory):
         if name not in made:
             model, _, variant = name.partition("_")
             overrides = ["callbacks.samples.every_kimg=0.02"]
-            overrides += ["model.conditional=true"] if variant == "text" else []
+            # the text StyleGAN also trains with the contrastive term (on by default in T2F)
+            overrides += ["model.conditional=true", "model.contrastive.weight=1"] if variant == "text" else []
             cfg = compose_config(tmp_path_factory.mktemp(f"ckpt_{name}"), overrides, model=model)
             threads = torch.get_num_threads()
             torch.set_num_threads(1)  # tiny nets: one thread is faster on a busy 2-core machine
