@@ -80,3 +80,6 @@ def test_weight_zero_builds_no_image_embedding_and_bad_settings_are_named():
         _module(weight=-1.0)
     with pytest.raises(ValueError, match="model.contrastive.temperature"):
         _module(temperature=0.0)
+    with pytest.raises(ValueError, match="unknown keys \\['wieght'\\]"):
+        T2FModule(vocab_size=VOCAB, resolution=8, schedule={"kimg_per_stage": [1, 1]},
+                  contrastive={"wieght": 1.0})
