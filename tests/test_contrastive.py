@@ -1,4 +1,4 @@
-"""The text-image contrastive term of the text-conditional models (T2F)."""
+"""The text-image contrastive term and the mismatched captions of the text-conditional models."""
 
 from __future__ import annotations
 
@@ -83,3 +83,15 @@ def test_weight_zero_builds_no_image_embedding_and_bad_settings_are_named():
     with pytest.raises(ValueError, match="unknown keys \\['wieght'\\]"):
         T2FModule(vocab_size=VOCAB, resolution=8, schedule={"kimg_per_stage": [1, 1]},
                   contrastive={"wieght": 1.0})
+
+
+def test_nearest_mismatch_pairs_each_face_with_the_closest_other_caption():
+    module = _module()
+    condition = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.2, 1.0]])
+    module.init_mismatch("nearest")
+    # 0 and 1 are the same sentence, so neither is the other's mismatch; 2 is closest to both
+    assert torch.equal(module.mismatched_condition(condition), condition[[2, 2, 0, 4, 3]])
+    module.init_mismatch("shifted")
+    assert torch.equal(module.mismatched_condition(condition), condition[[4, 0, 1, 2, 3]])
+    with pytest.raises(ValueError, match="model.mismatch='random': choose one of shifted, nearest"):
+        module.init_mismatch("random")

@@ -48,6 +48,7 @@ class StyleGANModule(TextConditionedMixin, ProgressiveMixin, GANModule):
         vocab_size: int | None = None,
         text_encoder: dict[str, Any] | None = None,
         contrastive: dict[str, float] | None = None,
+        mismatch: str = "shifted",
         z_dim: int = 128,
         w_dim: int = 128,
         mapping_layers: int = 8,
@@ -87,6 +88,7 @@ class StyleGANModule(TextConditionedMixin, ProgressiveMixin, GANModule):
                 )
             self.text_encoder = TextEncoder(vocab_size, **dict(text_encoder or {}))
             text_dim = self.text_encoder.output_dim
+        self.init_mismatch(mismatch)
         widths = {"fmap_base": fmap_base, "fmap_max": fmap_max}
         self.generator = StyleGANGenerator(
             z_dim, w_dim, resolution, mapping_layers=mapping_layers,

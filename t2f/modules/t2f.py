@@ -36,6 +36,7 @@ class T2FModule(TextConditionedMixin, ProgressiveMixin, GANModule):
         kl_weight: float = 1.0,
         text_encoder_lr_scale: float = 1.0,
         contrastive: dict[str, float] | None = None,
+        mismatch: str = "shifted",
         **base: Any,
     ) -> None:
         growth = ProgressiveSchedule(max_resolution=resolution, **dict(schedule))
@@ -54,6 +55,7 @@ class T2FModule(TextConditionedMixin, ProgressiveMixin, GANModule):
         self.generator = T2FGenerator(
             text_dim, condition_dim, noise_dim, resolution, channels=g_channels, **widths
         )
+        self.init_mismatch(mismatch)
         embed_dim = self.init_contrastive(contrastive)
         self.discriminator = ProGANDiscriminator(
             resolution, channels=d_channels, mbstd_group_size=mbstd_group_size,

@@ -19,11 +19,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from t2f.data.base import pad_captions
 from t2f.data.vocab import Vocabulary
 from t2f.losses import contrastive_loss
+
+MISMATCH_MODES = ("shifted", "nearest")
 
 
 class TextConditionedMixin:
@@ -35,8 +38,15 @@ class TextConditionedMixin:
     alpha: float
 
     text_encoder_lr_scale: float = 1.0
+    mismatch: str = "shifted"
     contrastive_weight: float = 0.0
     contrastive_temperature: float = 0.1
+
+    def init_mismatch(self, mismatch: str) -> None:
+        """``model.mismatch``: which other caption a real face is paired with as a fake pair."""
+        if mismatch not in MISMATCH_MODES:
+            raise ValueError(f"model.mismatch={mismatch!r}: choose one of {', '.join(MISMATCH_MODES)}")
+        self.mismatch = mismatch
 
     def init_contrastive(self, settings: dict[str, float] | None) -> int:
         """Read ``model.contrastive`` (weight, temperature); returns the critic's image
@@ -93,8 +103,18 @@ class TextConditionedMixin:
         return self.discriminator(images, self.stage, self.alpha, condition=condition)
 
     def mismatched_condition(self, condition: Tensor | None) -> Tensor | None:
-        """Each real face paired with the next sample's caption: counts as fake."""
-        return None if condition is None else condition.roll(1, dims=0)
+        """Each real face paired with another sample's caption, a pair that counts as fake:
+        the next sample's (``shifted``) or the one whose embedding is closest (``nearest``,
+        a hard negative: captions that share the colours and differ in smaller things)."""
+        if condition is None:
+            return None
+        if self.mismatch == "shifted":
+            return condition.roll(1, dims=0)
+        unit = F.normalize(condition.detach(), dim=1)
+        similarity = unit @ unit.t()
+        # itself and identical sentences (equal embeddings) are not mismatches
+        similarity = similarity.masked_fill(similarity > 1 - 1e-6, float("-inf"))
+        return condition[similarity.argmax(dim=1)]
 
     def text_embedding(self, inputs: dict[str, Any]) -> Tensor | None:
         """The embedding in generator inputs, or computed from their token ids (grids, generate)."""
