@@ -88,10 +88,13 @@ def test_weight_zero_builds_no_image_embedding_and_bad_settings_are_named():
 def test_nearest_mismatch_pairs_each_face_with_the_closest_other_caption():
     module = _module()
     condition = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.2, 1.0]])
+    same = torch.eye(5, dtype=torch.bool)
+    same[0, 1] = same[1, 0] = True
+    conditions = {"text_embedding": condition, "same_caption": same}
     module.init_mismatch("nearest")
     # 0 and 1 are the same sentence, so neither is the other's mismatch; 2 is closest to both
-    assert torch.equal(module.mismatched_condition(condition), condition[[2, 2, 0, 4, 3]])
+    assert torch.equal(module.mismatched_condition(conditions), condition[[2, 2, 0, 4, 3]])
     module.init_mismatch("shifted")
-    assert torch.equal(module.mismatched_condition(condition), condition[[4, 0, 1, 2, 3]])
+    assert torch.equal(module.mismatched_condition(conditions), condition[[4, 0, 1, 2, 3]])
     with pytest.raises(ValueError, match="model.mismatch='random': choose one of shifted, nearest"):
         module.init_mismatch("random")

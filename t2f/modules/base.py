@@ -95,7 +95,7 @@ class GANModule(pl.LightningModule):
         """Critic scores (B,) of ``images`` under ``condition``."""
         return self.discriminator(images)
 
-    def mismatched_condition(self, condition: Tensor | None) -> Tensor | None:
+    def mismatched_condition(self, conditions: dict[str, Any]) -> Tensor | None:
         """Other samples' conditions for a matching-aware critic (None: not matching-aware)."""
         return None
 
@@ -154,7 +154,7 @@ class GANModule(pl.LightningModule):
             condition = self.critic_condition(conditions)
             d_loss, d_parts = self.adversarial.d_loss(
                 self.critic, real, fake, condition=condition,
-                mismatched=self.mismatched_condition(condition),
+                mismatched=self.mismatched_condition(conditions),
                 step=self.batches_seen,  # counts critic steps: lazy R1 runs every r1_interval
             )
             extra = self.extra_d_terms(real, conditions)

@@ -102,18 +102,18 @@ class TextConditionedMixin:
     def critic(self, images: Tensor, condition: Tensor | None) -> Tensor:
         return self.discriminator(images, self.stage, self.alpha, condition=condition)
 
-    def mismatched_condition(self, condition: Tensor | None) -> Tensor | None:
+    def mismatched_condition(self, conditions: dict[str, Any]) -> Tensor | None:
         """Each real face paired with another sample's caption, a pair that counts as fake:
         the next sample's (``shifted``) or the one whose embedding is closest (``nearest``,
         a hard negative: captions that share the colours and differ in smaller things)."""
+        condition = self.critic_condition(conditions)
         if condition is None:
             return None
         if self.mismatch == "shifted":
             return condition.roll(1, dims=0)
         unit = F.normalize(condition.detach(), dim=1)
-        similarity = unit @ unit.t()
-        # itself and identical sentences (equal embeddings) are not mismatches
-        similarity = similarity.masked_fill(similarity > 1 - 1e-6, float("-inf"))
+        # itself and repeats of its sentence are not mismatches
+        similarity = (unit @ unit.t()).masked_fill(conditions["same_caption"], float("-inf"))
         return condition[similarity.argmax(dim=1)]
 
     def text_embedding(self, inputs: dict[str, Any]) -> Tensor | None:
