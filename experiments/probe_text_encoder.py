@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from t2f.checkpoints import load_checkpoint
+from t2f.checkpoints import build_module, checkpoint_vocab, read_checkpoint
 from t2f.data.synthetic import ATTRIBUTES, make_caption, parse_caption, sample_attributes
 
 
@@ -42,7 +42,8 @@ def main() -> None:
     parser.add_argument("--random", action="store_true", help="re-initialise the text encoder first")
     parser.add_argument("--captions", type=int, default=4000)
     args = parser.parse_args()
-    module, datamodule, _ = load_checkpoint(args.ckpt)
+    ckpt = read_checkpoint(args.ckpt)  # the module and vocabulary only: no dataset to build
+    module, vocab = build_module(ckpt, args.ckpt), checkpoint_vocab(ckpt)
     if getattr(module, "text_encoder", None) is None:
         raise SystemExit(f"{args.ckpt} is not a text-conditional model")
     if args.random:
@@ -54,9 +55,9 @@ def main() -> None:
     captions = [make_caption(sample_attributes(rng), rng) for _ in range(args.captions)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        inputs = module.encode_captions(captions, datamodule.vocab)
+        inputs = module.encode_captions(captions, vocab)
     with torch.no_grad():
-        embedding = module.text_encoder(inputs["caption"], inputs["caption_length"])
+        embedding = module.text_embedding(inputs)
         features = {"embedding": embedding}
         if hasattr(module.generator_ema, "ca"):
             features["ca_mean"] = module.generator_ema.ca(embedding, sample=False)[1]

@@ -125,18 +125,16 @@ def _number(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     try:
-        number = float(value)
+        return float(value)
     except (TypeError, ValueError):
         return None
-    return number
 
 
 def read_csv_history(path: Path) -> list[Row]:
     rows = []
     with open(path, newline="") as f:
         for record in csv.DictReader(f):
-            row = {k: v for k, v in ((k, _number(v)) for k, v in record.items() if v not in ("", None))
-                   if v is not None}
+            row = {k: n for k, v in record.items() if (n := _number(v)) is not None}
             if row:
                 rows.append(row)
     return rows

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 
+from t2f.checkpoints import build_module, checkpoint_vocab, read_checkpoint
 from t2f.data.vocab import PAD, Vocabulary
 from t2f.nets.dcgan import DCGANGenerator
 from t2f.nets.stylegan import StyleGANGenerator
@@ -277,16 +278,14 @@ def load_generator(path: str | os.PathLike, device: torch.device | str = "cpu") 
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: export one with python -m t2f.export ckpt=PATH out={path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or not is_exported(state):
+    state = read_checkpoint(path)
+    if not is_exported(state):
         raise ValueError(f"{path} is not an exported t2f generator: write one with python -m t2f.export ckpt=PATH")
     return build_generator(state, device)
 
 
 def checkpoint_state(path: str | os.PathLike, exported_ok: bool = True) -> dict[str, Any]:
     """The exported contents for a training checkpoint (or an exported file's own contents)."""
-    from t2f.checkpoints import build_module, checkpoint_vocab, read_checkpoint
-
     path = Path(path).expanduser()
     contents = read_checkpoint(path)
     if is_exported(contents):
