@@ -52,14 +52,19 @@ def checkpoint_config(ckpt: dict[str, Any], path: str | os.PathLike) -> dict[str
     return config
 
 
-def checkpoint_vocab(ckpt: dict[str, Any]) -> Vocabulary | None:
-    """The caption vocabulary the model was trained with (saved as the datamodule's state)."""
+def datamodule_state(ckpt: dict[str, Any]) -> dict[str, Any] | None:
+    """The datamodule's saved state (its vocabulary): Lightning stores it under the class name."""
     target = str(((ckpt.get("t2f") or {}).get("config") or {}).get("dataset", {}).get("_target_", ""))
-    states = [ckpt.get(target.rsplit(".", 1)[-1])] + list(ckpt.values())
-    for state in states:
-        if isinstance(state, dict) and isinstance(state.get("vocab"), dict):
-            return Vocabulary.from_state_dict(state["vocab"])
-    return None
+    state = ckpt.get(target.rsplit(".", 1)[-1])
+    if isinstance(state, dict):
+        return state
+    return next((v for v in ckpt.values() if isinstance(v, dict) and isinstance(v.get("vocab"), dict)), None)
+
+
+def checkpoint_vocab(ckpt: dict[str, Any]) -> Vocabulary | None:
+    """The caption vocabulary the model was trained with."""
+    state = datamodule_state(ckpt) or {}
+    return Vocabulary.from_state_dict(state["vocab"]) if isinstance(state.get("vocab"), dict) else None
 
 
 def build_module(ckpt: dict[str, Any], path: str | os.PathLike, device: torch.device | str = "cpu") -> Any:
@@ -87,8 +92,8 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
     ckpt = read_checkpoint(path)
     config = checkpoint_config(ckpt, path)
     datamodule = instantiate(config["dataset"])
-    state = ckpt.get(type(datamodule).__qualname__)
-    if isinstance(state, dict):
+    state = datamodule_state(ckpt)
+    if state is not None:
         datamodule.load_state_dict(state)  # the vocabulary the model was trained with
     datamodule.setup("fit")
     module = build_module(ckpt, path, device)

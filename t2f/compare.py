@@ -217,6 +217,23 @@ def read_wandb_history(files: list[str]) -> list[Row]:
     return rows
 
 
+_WANDB_RUN_DIR = re.compile(r"^(?:offline-)?run-(\d{8}_\d{6})-([A-Za-z0-9]+)(?:-\d+)?$")
+
+
+def wandb_run_folders(run_dir: str | os.PathLike) -> list[tuple[str, str, Path]]:
+    """``(start time, run id, folder)`` of the W&B run folders in a run directory, oldest first.
+
+    Folders are ``wandb/[offline-]run-<time>-<id>``; W&B appends ``-<n>`` when a resumed run
+    starts within the same second as the folder it continues.
+    """
+    found = []
+    for path in Path(run_dir).glob("wandb/*run-*"):
+        match = _WANDB_RUN_DIR.match(path.name)
+        if match and path.is_dir():
+            found.append((match.group(1), match.group(2), path))
+    return sorted(found)
+
+
 def read_history(run: Path) -> tuple[str, list[Row]]:
     """The logged rows of a run from the first logger with files: csv, tensorboard, wandb."""
     csv_files = sorted(glob.glob(str(run / "csv" / "**" / "metrics.csv"), recursive=True))
@@ -225,8 +242,7 @@ def read_history(run: Path) -> tuple[str, list[Row]]:
     tb_files = sorted(glob.glob(str(run / "tensorboard" / "**" / "events.out.tfevents.*"), recursive=True))
     if tb_files:
         return "tensorboard", read_tensorboard_history(tb_files)
-    wandb_files = sorted(glob.glob(str(run / "wandb" / "*run-*" / "*.wandb")),
-                         key=lambda f: Path(f).parent.name.split("run-", 1)[1])
+    wandb_files = [str(f) for _, _, folder in wandb_run_folders(run) for f in sorted(folder.glob("*.wandb"))]
     if wandb_files:
         return "wandb", read_wandb_history(wandb_files)
     return "none", []
@@ -280,10 +296,9 @@ def summarize(run: Run, key: str) -> tuple[float | None, float | None]:
     return (values[-1] if values else None), (best(finite) if best and finite else None)
 
 
-def table(runs: list[Run]) -> tuple[list[str], list[list[Any]]]:
-    """Header and rows: run, differing config values, final kimg, final/best per metric."""
+def table(runs: list[Run], keys: list[str]) -> tuple[list[str], list[list[Any]]]:
+    """Header and rows: run, differing config values, final kimg, final/best per metric key."""
     groups, config_keys = differing_config(runs)
-    keys = metric_keys(runs)
     header = ["run", *groups, *config_keys, "kimg", "log"]
     for key in keys:
         header += [f"{key} final", f"{key} best ({direction(key)})" if direction(key) else f"{key} best"]
@@ -357,11 +372,11 @@ def compare(paths: list[str | Path], out: str | Path) -> dict[str, Path]:
         run.name = name
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    header, rows = table(runs)
+    keys = metric_keys(runs)
+    header, rows = table(runs, keys)
     written = {"markdown": out / "comparison.md", "csv": out / "comparison.csv"}
     written["markdown"].write_text(to_markdown(header, rows))
     write_csv(written["csv"], header, rows)
-    keys = metric_keys(runs)
     for name, selected in (("losses", [k for k in keys if k.startswith("loss/")]),
                            ("metrics", [k for k in keys if k.startswith("metrics/")])):
         if plot(runs, selected, out / f"{name}.png", name):

@@ -30,10 +30,9 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pad_sequence
 
 from t2f.checkpoints import build_module, checkpoint_vocab, read_checkpoint
-from t2f.data.vocab import PAD, Vocabulary
+from t2f.data.vocab import Vocabulary
 from t2f.nets.dcgan import DCGANGenerator
 from t2f.nets.stylegan import StyleGANGenerator
 from t2f.nets.text_encoder import T2FGenerator, TextEncoder
@@ -129,9 +128,7 @@ class StandaloneGenerator(nn.Module):
         """Caption embeddings, one per caption; unknown words map to <unk> with one warning per caption."""
         if self.text_encoder is None:
             raise ValueError(f"this {self.model} generator is unconditional: it takes no captions")
-        ids = {c: torch.tensor(self.vocab.encode(c, warn_unknown=True)) for c in dict.fromkeys(captions)}
-        tokens = pad_sequence([ids[c] for c in captions], batch_first=True, padding_value=PAD)
-        lengths = torch.tensor([len(ids[c]) for c in captions], dtype=torch.long)
+        tokens, lengths = self.vocab.encode_batch(captions, warn_unknown=True)
         return self.text_encoder(tokens.to(self.device), lengths)
 
     # --- sampling ---------------------------------------------------------------------------

@@ -8,11 +8,9 @@ SLURM job requeued by the submitit launcher (same config, same directory) carrie
 
 from __future__ import annotations
 
-import glob
 import logging
 import math
 import os
-import re
 import subprocess
 import sys
 
@@ -21,6 +19,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from t2f.compare import wandb_run_folders
 from t2f.utils import ConfigError, print_config, rank_zero_print
 
 
@@ -222,26 +221,9 @@ def _name_wandb_run(cfg: DictConfig, resuming: bool) -> None:
             wandb_cfg.id, wandb_cfg.resume = previous, "allow"
 
 
-_WANDB_RUN_DIR = re.compile(r"^(?:offline-)?run-(\d{8}_\d{6})-([A-Za-z0-9]+)(?:-\d+)?$")
-
-
-def wandb_run_dirs(output_dir: str) -> list[tuple[str, str]]:
-    """``(start time, run id)`` of the W&B run folders in a run directory, oldest first.
-
-    Folders are ``wandb/[offline-]run-<time>-<id>``; W&B appends ``-<n>`` when a resumed run
-    starts within the same second as the folder it continues.
-    """
-    found = []
-    for path in glob.glob(os.path.join(output_dir, "wandb", "*run-*")):
-        match = _WANDB_RUN_DIR.match(os.path.basename(path))
-        if match and os.path.isdir(path):
-            found.append((match.group(1), match.group(2)))
-    return sorted(found)
-
-
 def _previous_wandb_id(output_dir: str) -> str | None:
     """The id of the latest W&B run in a run directory."""
-    runs = wandb_run_dirs(output_dir)
+    runs = wandb_run_folders(output_dir)
     return runs[-1][1] if runs else None
 
 

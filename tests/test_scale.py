@@ -12,8 +12,8 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
 
-from t2f.compare import read_csv_history
-from t2f.train import train, wandb_run_dirs
+from t2f.compare import read_csv_history, wandb_run_folders
+from t2f.train import train
 from tests.conftest import TINY, TINY_MODEL, compose_config
 from tests.test_train import _finite_losses, _run_cli
 
@@ -195,12 +195,14 @@ def test_rerun_in_its_own_directory_resumes_from_last_ckpt_and_wandb_run(tmp_pat
     train(again, extra_callbacks=[Probe()])
     assert seen["images"] == 16  # continued, not restarted
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["t2f"]["images_seen"] == 40
-    assert len({run_id for _, run_id in wandb_run_dirs(str(run))}) == 1  # the W&B run continues under its id
+    assert len({run_id for _, run_id, _ in wandb_run_folders(run)}) == 1  # the W&B run continues under its id
 
 
 def test_wandb_run_folders_parse_with_the_same_second_suffix(tmp_path):
     for name in ("offline-run-20261124_042951-fwzp4u4h", "offline-run-20261124_042951-fwzp4u4h-1",
                  "run-20261124_050000-abc123", "latest-run", "debug.log"):
         (tmp_path / "wandb" / name).mkdir(parents=True)
-    assert wandb_run_dirs(str(tmp_path)) == [("20261124_042951", "fwzp4u4h"), ("20261124_042951", "fwzp4u4h"),
-                                            ("20261124_050000", "abc123")]
+    assert [folder.name for _, _, folder in wandb_run_folders(tmp_path)] == [
+        "offline-run-20261124_042951-fwzp4u4h", "offline-run-20261124_042951-fwzp4u4h-1", "run-20261124_050000-abc123"]
+    assert [(time, run_id) for time, run_id, _ in wandb_run_folders(tmp_path)] == [
+        ("20261124_042951", "fwzp4u4h"), ("20261124_042951", "fwzp4u4h"), ("20261124_050000", "abc123")]

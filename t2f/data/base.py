@@ -14,16 +14,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from t2f.data.vocab import PAD, Vocabulary
-
-
-def pad_captions(captions: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token id sequences -> (B, longest) PAD-filled ids and (B,) lengths."""
-    lengths = torch.tensor([len(c) for c in captions], dtype=torch.long)
-    padded = torch.full((len(captions), int(lengths.max())), PAD, dtype=torch.long)
-    for row, caption in enumerate(captions):
-        padded[row, : len(caption)] = caption
-    return padded, lengths
+from t2f.data.vocab import Vocabulary, pad_captions
 
 
 def collate_faces(items: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -13,10 +13,21 @@ import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+import torch
+
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<bos>", "<eos>")
 
 _WORD_RE = re.compile(r"[a-z0-9']+")
+
+
+def pad_captions(captions: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id sequences -> (B, longest) PAD-filled ids and (B,) lengths."""
+    lengths = torch.tensor([len(c) for c in captions], dtype=torch.long)
+    padded = torch.full((len(captions), int(lengths.max())), PAD, dtype=torch.long)
+    for row, caption in enumerate(captions):
+        padded[row, : len(caption)] = caption
+    return padded, lengths
 
 
 def tokenize(text: str) -> list[str]:
@@ -74,6 +85,12 @@ class Vocabulary:
                     stacklevel=2,
                 )
         return [BOS, *ids, EOS]
+
+    def encode_batch(self, texts: Sequence[str], warn_unknown: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Padded ids ``(B, longest)`` and lengths ``(B,)`` for captions typed by a user or a
+        grid; a caption repeated in ``texts`` is encoded (and warned about) once."""
+        ids = {t: torch.tensor(self.encode(t, warn_unknown=warn_unknown)) for t in dict.fromkeys(texts)}
+        return pad_captions([ids[t] for t in texts])
 
     def decode(self, ids: Iterable[int]) -> str:
         """Join the words for ``ids``, dropping special tokens (incl. padding)."""

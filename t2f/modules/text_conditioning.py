@@ -18,11 +18,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from t2f.data.base import pad_captions
 from t2f.data.vocab import Vocabulary
 from t2f.losses import contrastive_loss
 
@@ -127,6 +125,5 @@ class TextConditionedMixin:
 
     def encode_captions(self, captions: list[str], vocab: Vocabulary) -> dict[str, Tensor]:
         """Token ids and lengths for captions (unknown words map to <unk> with a warning)."""
-        ids = [torch.tensor(vocab.encode(c, warn_unknown=True)) for c in captions]
-        padded, lengths = pad_captions(ids)
+        padded, lengths = vocab.encode_batch(captions, warn_unknown=True)
         return {"caption": padded.to(self.device), "caption_length": lengths}
