@@ -108,6 +108,18 @@ def contrastive_loss(image_embedding: Tensor, text_embedding: Tensor, temperatur
     return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets))
 
 
+def word_prediction_loss(logits: Tensor, captions: Tensor, first_word: int) -> Tensor:
+    """Which vocabulary words each caption contains, predicted from its embedding: binary
+    cross-entropy summed over the words, mean over the batch.
+
+    ``logits`` (B, V - first_word) score the word ids ``first_word..V-1``; ``captions`` (B, L)
+    are token ids, where ids below ``first_word`` (padding, BOS, EOS, UNK) are not words.
+    """
+    present = torch.zeros(len(captions), first_word + logits.shape[1], device=logits.device, dtype=logits.dtype)
+    present = present.scatter(1, captions, 1.0)[:, first_word:]
+    return F.binary_cross_entropy_with_logits(logits, present, reduction="sum") / len(captions)
+
+
 # --- loss selection ----------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""The text-image contrastive term and the mismatched captions of the text-conditional models."""
+"""The text-conditional models' extra critic terms (contrastive, word prediction) and mismatched captions."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from t2f.modules.t2f import T2FModule
 VOCAB = 30
 
 
-def _module(weight: float = 1.0, temperature: float = 0.1) -> T2FModule:
+def _module(weight: float = 1.0, temperature: float = 0.1, words: float = 0.0) -> T2FModule:
     module = T2FModule(
         vocab_size=VOCAB, resolution=8, schedule={"kimg_per_stage": [1, 1]}, noise_dim=8,
         condition_dim=8, text_encoder={"embedding_dim": 8, "hidden_dim": 16, "num_layers": 1},
         fmap_base=32, fmap_max=16, contrastive={"weight": weight, "temperature": temperature},
+        word_prediction_weight=words,
     )
     module.stage, module.alpha = 1, 1.0
     return module
@@ -98,3 +99,34 @@ def test_nearest_mismatch_pairs_each_face_with_the_closest_other_caption():
     assert torch.equal(module.mismatched_condition(conditions), condition[[4, 0, 1, 2, 3]])
     with pytest.raises(ValueError, match="model.mismatch='random': choose one of shifted, nearest"):
         module.init_mismatch("random")
+
+
+def test_word_prediction_trains_the_text_encoder_to_keep_every_word():
+    torch.manual_seed(0)
+    module, batch = _module(weight=0.0, words=1.0), _batch()
+    optimizer = torch.optim.Adam(module.discriminator_parameters(), lr=1e-2)
+    trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert {id(p) for p in module.word_predictor.parameters()} <= trained  # trained by the critic step
+    losses = []
+    for _ in range(150):
+        terms = module.extra_d_terms(batch["image"], module.conditions(batch))
+        assert set(terms) == {"words"}
+        optimizer.zero_grad()
+        terms["words"].backward()
+        optimizer.step()
+        losses.append(terms["words"].item())
+    # at the start each of the 26 words is about a coin flip (26 * log 2 ~ 18 per caption);
+    # after training the embedding tells which words each caption holds
+    assert losses[0] > 10 and losses[-1] < 0.1 * losses[0]
+    assert module.text_encoder.embedding.weight.grad.abs().sum() > 0
+    logits = module.word_predictor(module.conditions(batch)["text_embedding"])
+    present = torch.zeros(8, VOCAB).scatter(1, batch["caption"], 1.0)[:, 4:].bool()
+    assert ((logits > 0) == present).all()
+
+
+def test_word_prediction_weight_zero_builds_no_head_and_a_bad_weight_is_named():
+    module, batch = _module(words=0.0), _batch()
+    assert module.word_predictor is None
+    assert "words" not in module.extra_d_terms(batch["image"], module.conditions(batch))
+    with pytest.raises(ValueError, match="model.word_prediction_weight"):
+        _module(words=-1.0)

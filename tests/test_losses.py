@@ -17,6 +17,7 @@ from t2f.losses import (
     interpolate,
     kl_divergence,
     r1_penalty,
+    word_prediction_loss,
 )
 
 
@@ -168,3 +169,17 @@ def test_contrastive_loss_does_not_count_a_repeated_caption_as_a_negative():
     expected = (2 * near + far) / 3
     assert contrastive_loss(image, text, 1.0, same_caption=same).item() == pytest.approx(expected)
     assert contrastive_loss(image, text, 1.0).item() > expected  # counted as a negative otherwise
+
+
+def test_word_prediction_loss_matches_hand_values():
+    # vocabulary of 4 special ids and 3 words (ids 4, 5, 6); caption 0 holds words 4 and 6
+    # (6 twice), caption 1 holds word 5; ids 0-3 (padding, BOS, EOS, UNK) are not words
+    captions = torch.tensor([[2, 4, 6, 6, 3], [2, 5, 3, 0, 0]])
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+    # -log sigmoid(x) for a present word, -log sigmoid(-x) = softplus(x) for an absent one
+    row0 = _sp(-2.0) + _sp(0.0) + _sp(1.0)
+    row1 = _sp(0.0) + _sp(-1.0) + _sp(0.0)
+    assert word_prediction_loss(logits, captions, first_word=4).item() == pytest.approx((row0 + row1) / 2)
+    # all words absent and predicted absent with certainty: no loss
+    none = word_prediction_loss(torch.full((1, 3), -50.0), torch.tensor([[2, 3]]), first_word=4)
+    assert none.item() == pytest.approx(0.0, abs=1e-12)

@@ -48,6 +48,7 @@ class StyleGANModule(TextConditionedMixin, ProgressiveMixin, GANModule):
         vocab_size: int | None = None,
         text_encoder: dict[str, Any] | None = None,
         contrastive: dict[str, float] | None = None,
+        word_prediction_weight: float = 0.0,
         mismatch: str = "shifted",
         z_dim: int = 128,
         w_dim: int = 128,
@@ -89,6 +90,7 @@ class StyleGANModule(TextConditionedMixin, ProgressiveMixin, GANModule):
             self.text_encoder = TextEncoder(vocab_size, **dict(text_encoder or {}))
             text_dim = self.text_encoder.output_dim
         self.init_mismatch(mismatch)
+        self.init_word_prediction(word_prediction_weight)
         widths = {"fmap_base": fmap_base, "fmap_max": fmap_max}
         self.generator = StyleGANGenerator(
             z_dim, w_dim, resolution, mapping_layers=mapping_layers,

@@ -36,6 +36,7 @@ class T2FModule(TextConditionedMixin, ProgressiveMixin, GANModule):
         kl_weight: float = 1.0,
         text_encoder_lr_scale: float = 1.0,
         contrastive: dict[str, float] | None = None,
+        word_prediction_weight: float = 0.0,
         mismatch: str = "shifted",
         **base: Any,
     ) -> None:
@@ -56,6 +57,7 @@ class T2FModule(TextConditionedMixin, ProgressiveMixin, GANModule):
             text_dim, condition_dim, noise_dim, resolution, channels=g_channels, **widths
         )
         self.init_mismatch(mismatch)
+        self.init_word_prediction(word_prediction_weight)
         embed_dim = self.init_contrastive(contrastive)
         self.discriminator = ProGANDiscriminator(
             resolution, channels=d_channels, mbstd_group_size=mbstd_group_size,

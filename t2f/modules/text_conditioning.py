@@ -11,6 +11,12 @@ term, CLIP's loss) asks each real face to pick out its own caption among the bat
 an image embedding the critic reads from its 4x4 features: the encoder must then keep
 every attribute that tells faces apart, and the generator, scored the same way on its
 fakes, must draw them.
+
+Within a batch the colours alone tell most captions apart, so the contrastive term still
+lets the encoder drop the small things (glasses, eye colour, a smile). The optional word
+prediction term asks the caption embedding to say which words its caption contains (a
+bag-of-words head): the embedding keeps every word, and the contrastive term then asks the
+critic's image embedding for the features those words describe.
 """
 
 from __future__ import annotations
@@ -21,8 +27,8 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from t2f.data.vocab import Vocabulary
-from t2f.losses import contrastive_loss
+from t2f.data.vocab import SPECIAL_TOKENS, Vocabulary
+from t2f.losses import contrastive_loss, word_prediction_loss
 
 MISMATCH_MODES = ("shifted", "nearest")
 
@@ -39,6 +45,8 @@ class TextConditionedMixin:
     mismatch: str = "shifted"
     contrastive_weight: float = 0.0
     contrastive_temperature: float = 0.1
+    word_prediction_weight: float = 0.0
+    word_predictor: nn.Module | None  # set by init_word_prediction (a class default would hide the module)
 
     def init_mismatch(self, mismatch: str) -> None:
         """``model.mismatch``: which other caption a real face is paired with as a fake pair."""
@@ -62,17 +70,31 @@ class TextConditionedMixin:
         self.contrastive_temperature = temperature
         return self.text_encoder.output_dim if self.contrastive_weight > 0 else 0
 
+    def init_word_prediction(self, weight: float) -> None:
+        """``model.word_prediction_weight``: a linear head on the caption embedding predicts the
+        caption's words; trained with the text encoder by the critic's optimizer (0: no head)."""
+        if not weight >= 0:
+            raise ValueError(f"model.word_prediction_weight={weight} must be >= 0 (0 turns it off)")
+        self.word_prediction_weight = float(weight) if self.text_encoder is not None else 0.0
+        self.word_predictor = None
+        if self.word_prediction_weight > 0:
+            words = self.text_encoder.vocab_size - len(SPECIAL_TOKENS)
+            self.word_predictor = nn.Linear(self.text_encoder.output_dim, words)
+
     def discriminator_parameters(self) -> Iterator[nn.Parameter] | list[dict[str, Any]]:
         if self.text_encoder is None:
             return self.discriminator.parameters()
+        text = list(self.text_encoder.parameters())
+        if self.word_predictor is not None:
+            text += list(self.word_predictor.parameters())
         return [{"params": list(self.discriminator.parameters())},
-                {"params": list(self.text_encoder.parameters()), "lr_scale": self.text_encoder_lr_scale}]
+                {"params": text, "lr_scale": self.text_encoder_lr_scale}]
 
     def conditions(self, batch: dict[str, Any]) -> dict[str, Any]:
         if self.text_encoder is None:
             return {}
         tokens = batch["caption"]
-        return {"text_embedding": self.text_encoder(tokens, batch["caption_length"]),
+        return {"text_embedding": self.text_encoder(tokens, batch["caption_length"]), "caption": tokens,
                 "same_caption": (tokens[:, None, :] == tokens[None, :, :]).all(dim=2)}
 
     def contrastive(self, image_embedding: Tensor, conditions: dict[str, Any]) -> Tensor:
@@ -85,6 +107,10 @@ class TextConditionedMixin:
         if self.contrastive_weight > 0:
             embedding = self.discriminator.image_embedding(real, self.stage, self.alpha)
             terms["contrastive"] = self.contrastive(embedding, conditions)
+        if self.word_predictor is not None:
+            logits = self.word_predictor(conditions["text_embedding"])
+            terms["words"] = self.word_prediction_weight * word_prediction_loss(
+                logits, conditions["caption"], len(SPECIAL_TOKENS))
         return terms
 
     def generator_terms(self, fake: Tensor, conditions: dict[str, Any]) -> dict[str, Tensor]:
