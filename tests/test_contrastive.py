@@ -10,12 +10,13 @@ from t2f.modules.t2f import T2FModule
 VOCAB = 30
 
 
-def _module(weight: float = 1.0, temperature: float = 0.1, words: float = 0.0) -> T2FModule:
+def _module(weight: float = 1.0, temperature: float = 0.1, words: float = 0.0,
+            image_words: float = 0.0) -> T2FModule:
     module = T2FModule(
         vocab_size=VOCAB, resolution=8, schedule={"kimg_per_stage": [1, 1]}, noise_dim=8,
         condition_dim=8, text_encoder={"embedding_dim": 8, "hidden_dim": 16, "num_layers": 1},
         fmap_base=32, fmap_max=16, contrastive={"weight": weight, "temperature": temperature},
-        word_prediction_weight=words,
+        word_prediction={"text": words, "image": image_words},
     )
     module.stage, module.alpha = 1, 1.0
     return module
@@ -106,27 +107,59 @@ def test_word_prediction_trains_the_text_encoder_to_keep_every_word():
     module, batch = _module(weight=0.0, words=1.0), _batch()
     optimizer = torch.optim.Adam(module.discriminator_parameters(), lr=1e-2)
     trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    assert {id(p) for p in module.word_predictor.parameters()} <= trained  # trained by the critic step
+    assert {id(p) for p in module.text_words.parameters()} <= trained  # trained by the critic step
     losses = []
     for _ in range(150):
         terms = module.extra_d_terms(batch["image"], module.conditions(batch))
-        assert set(terms) == {"words"}
+        assert set(terms) == {"text_words"}
         optimizer.zero_grad()
-        terms["words"].backward()
+        terms["text_words"].backward()
         optimizer.step()
-        losses.append(terms["words"].item())
+        losses.append(terms["text_words"].item())
     # at the start each of the 26 words is about a coin flip (26 * log 2 ~ 18 per caption);
     # after training the embedding tells which words each caption holds
     assert losses[0] > 10 and losses[-1] < 0.1 * losses[0]
     assert module.text_encoder.embedding.weight.grad.abs().sum() > 0
-    logits = module.word_predictor(module.conditions(batch)["text_embedding"])
+    logits = module.text_words(module.conditions(batch)["text_embedding"])
     present = torch.zeros(8, VOCAB).scatter(1, batch["caption"], 1.0)[:, 4:].bool()
     assert ((logits > 0) == present).all()
 
 
-def test_word_prediction_weight_zero_builds_no_head_and_a_bad_weight_is_named():
-    module, batch = _module(words=0.0), _batch()
-    assert module.word_predictor is None
-    assert "words" not in module.extra_d_terms(batch["image"], module.conditions(batch))
-    with pytest.raises(ValueError, match="model.word_prediction_weight"):
+def test_image_word_prediction_trains_the_critic_on_real_faces_and_scores_fakes_for_the_generator():
+    torch.manual_seed(0)
+    module, batch = _module(weight=0.0, image_words=1.0), _batch()
+    assert module.discriminator.image_embed is not None  # the head needs the image embedding
+    optimizer = torch.optim.Adam(module.discriminator_parameters(), lr=1e-2)
+    losses = []
+    for _ in range(100):
+        terms = module.extra_d_terms(batch["image"], module.conditions(batch))
+        assert set(terms) == {"image_words"}
+        optimizer.zero_grad()
+        terms["image_words"].backward()
+        optimizer.step()
+        losses.append(terms["image_words"].item())
+    assert module.discriminator.image_embed.weight.grad.abs().sum() > 0
+    assert module.text_encoder.embedding.weight.grad is None  # the words come from the tokens
+    assert losses[-1] < 0.1 * losses[0]  # each face tells which words its caption holds
+    # the generator's term: its fakes scored by the same head, from the pass that scores them
+    module.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        conditions = module.conditions(batch)
+    fake = module.synthesize(module.generator, module.sample_inputs(8, conditions))
+    terms = module.generator_terms(fake, conditions)
+    assert set(terms) == {"adv", "image_words"}
+    terms["image_words"].backward()
+    assert module.generator.generator.to_rgb[1].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in module.text_encoder.parameters())
+
+
+def test_word_prediction_zero_builds_no_heads_and_bad_settings_are_named():
+    module, batch = _module(weight=0.0), _batch()
+    assert module.text_words is None and module.image_words is None
+    assert module.discriminator.image_embed is None  # nothing reads an image embedding
+    assert module.extra_d_terms(batch["image"], module.conditions(batch)) == {}
+    with pytest.raises(ValueError, match="model.word_prediction.text"):
         _module(words=-1.0)
+    with pytest.raises(ValueError, match="unknown keys \\['imgae'\\]"):
+        T2FModule(vocab_size=VOCAB, resolution=8, schedule={"kimg_per_stage": [1, 1]},
+                  word_prediction={"imgae": 1.0})

@@ -48,7 +48,7 @@ class StyleGANModule(TextConditionedMixin, ProgressiveMixin, GANModule):
         vocab_size: int | None = None,
         text_encoder: dict[str, Any] | None = None,
         contrastive: dict[str, float] | None = None,
-        word_prediction_weight: float = 0.0,
+        word_prediction: dict[str, float] | None = None,
         mismatch: str = "shifted",
         z_dim: int = 128,
         w_dim: int = 128,
@@ -90,7 +90,8 @@ class StyleGANModule(TextConditionedMixin, ProgressiveMixin, GANModule):
             self.text_encoder = TextEncoder(vocab_size, **dict(text_encoder or {}))
             text_dim = self.text_encoder.output_dim
         self.init_mismatch(mismatch)
-        self.init_word_prediction(word_prediction_weight)
+        self.init_contrastive(contrastive)
+        self.init_word_prediction(word_prediction)
         widths = {"fmap_base": fmap_base, "fmap_max": fmap_max}
         self.generator = StyleGANGenerator(
             z_dim, w_dim, resolution, mapping_layers=mapping_layers,
@@ -99,7 +100,7 @@ class StyleGANModule(TextConditionedMixin, ProgressiveMixin, GANModule):
         )
         self.discriminator = ProGANDiscriminator(
             resolution, channels=d_channels, mbstd_group_size=mbstd_group_size,
-            condition_dim=text_dim, embed_dim=self.init_contrastive(contrastive), **widths,
+            condition_dim=text_dim, embed_dim=self.image_embedding_dim, **widths,
         )
         self.init_ema()
 

@@ -36,7 +36,7 @@ class T2FModule(TextConditionedMixin, ProgressiveMixin, GANModule):
         kl_weight: float = 1.0,
         text_encoder_lr_scale: float = 1.0,
         contrastive: dict[str, float] | None = None,
-        word_prediction_weight: float = 0.0,
+        word_prediction: dict[str, float] | None = None,
         mismatch: str = "shifted",
         **base: Any,
     ) -> None:
@@ -57,11 +57,11 @@ class T2FModule(TextConditionedMixin, ProgressiveMixin, GANModule):
             text_dim, condition_dim, noise_dim, resolution, channels=g_channels, **widths
         )
         self.init_mismatch(mismatch)
-        self.init_word_prediction(word_prediction_weight)
-        embed_dim = self.init_contrastive(contrastive)
+        self.init_contrastive(contrastive)
+        self.init_word_prediction(word_prediction)
         self.discriminator = ProGANDiscriminator(
             resolution, channels=d_channels, mbstd_group_size=mbstd_group_size,
-            condition_dim=text_dim, embed_dim=embed_dim, **widths,
+            condition_dim=text_dim, embed_dim=self.image_embedding_dim, **widths,
         )
         self.init_ema()
 

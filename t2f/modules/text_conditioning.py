@@ -45,8 +45,10 @@ class TextConditionedMixin:
     mismatch: str = "shifted"
     contrastive_weight: float = 0.0
     contrastive_temperature: float = 0.1
-    word_prediction_weight: float = 0.0
-    word_predictor: nn.Module | None  # set by init_word_prediction (a class default would hide the module)
+    text_words_weight: float = 0.0
+    image_words_weight: float = 0.0
+    text_words: nn.Module | None  # set by init_word_prediction
+    image_words: nn.Module | None
 
     def init_mismatch(self, mismatch: str) -> None:
         """``model.mismatch``: which other caption a real face is paired with as a fake pair."""
@@ -54,9 +56,8 @@ class TextConditionedMixin:
             raise ValueError(f"model.mismatch={mismatch!r}: choose one of {', '.join(MISMATCH_MODES)}")
         self.mismatch = mismatch
 
-    def init_contrastive(self, settings: dict[str, float] | None) -> int:
-        """Read ``model.contrastive`` (weight, temperature); returns the critic's image
-        embedding size: the caption embedding's, or 0 when the term is off."""
+    def init_contrastive(self, settings: dict[str, float] | None) -> None:
+        """Read ``model.contrastive`` (weight, temperature)."""
         settings = {"weight": 0.0, "temperature": 0.1, **(settings or {})}
         unknown = set(settings) - {"weight", "temperature"}
         if unknown:
@@ -68,27 +69,45 @@ class TextConditionedMixin:
             raise ValueError(f"model.contrastive.temperature={temperature} must be > 0")
         self.contrastive_weight = weight if self.text_encoder is not None else 0.0
         self.contrastive_temperature = temperature
-        return self.text_encoder.output_dim if self.contrastive_weight > 0 else 0
 
-    def init_word_prediction(self, weight: float) -> None:
-        """``model.word_prediction_weight``: a linear head on the caption embedding predicts the
-        caption's words; trained with the text encoder by the critic's optimizer (0: no head)."""
-        if not weight >= 0:
-            raise ValueError(f"model.word_prediction_weight={weight} must be >= 0 (0 turns it off)")
-        self.word_prediction_weight = float(weight) if self.text_encoder is not None else 0.0
-        self.word_predictor = None
-        if self.word_prediction_weight > 0:
-            words = self.text_encoder.vocab_size - len(SPECIAL_TOKENS)
-            self.word_predictor = nn.Linear(self.text_encoder.output_dim, words)
+    def init_word_prediction(self, settings: dict[str, float] | None) -> None:
+        """Read ``model.word_prediction`` (text, image): linear heads that predict which words a
+        caption holds, from its embedding (``text``, trained with the text encoder) and from the
+        critic's image embedding of its face (``image``: trained on real faces with the critic,
+        and scoring the generator's fakes). 0 builds no head."""
+        settings = {"text": 0.0, "image": 0.0, **(settings or {})}
+        unknown = set(settings) - {"text", "image"}
+        if unknown:
+            raise ValueError(f"model.word_prediction has unknown keys {sorted(unknown)}: use text, image")
+        for key, weight in settings.items():
+            if not float(weight) >= 0:
+                raise ValueError(f"model.word_prediction.{key}={weight} must be >= 0 (0 turns it off)")
+        on = self.text_encoder is not None
+        self.text_words_weight = float(settings["text"]) if on else 0.0
+        self.image_words_weight = float(settings["image"]) if on else 0.0
+        self.text_words = self.image_words = None  # a class default would hide the modules
+        if on:
+            dim, words = self.text_encoder.output_dim, self.text_encoder.vocab_size - len(SPECIAL_TOKENS)
+            if self.text_words_weight > 0:
+                self.text_words = nn.Linear(dim, words)
+            if self.image_words_weight > 0:
+                self.image_words = nn.Linear(dim, words)
+
+    @property
+    def image_embedding_dim(self) -> int:
+        """The critic's image embedding size: the caption embedding's, or 0 when no term reads it."""
+        needed = self.contrastive_weight > 0 or self.image_words_weight > 0
+        return self.text_encoder.output_dim if needed else 0
 
     def discriminator_parameters(self) -> Iterator[nn.Parameter] | list[dict[str, Any]]:
         if self.text_encoder is None:
             return self.discriminator.parameters()
-        text = list(self.text_encoder.parameters())
-        if self.word_predictor is not None:
-            text += list(self.word_predictor.parameters())
-        return [{"params": list(self.discriminator.parameters())},
-                {"params": text, "lr_scale": self.text_encoder_lr_scale}]
+        critic, text = list(self.discriminator.parameters()), list(self.text_encoder.parameters())
+        if self.image_words is not None:
+            critic += list(self.image_words.parameters())
+        if self.text_words is not None:
+            text += list(self.text_words.parameters())
+        return [{"params": critic}, {"params": text, "lr_scale": self.text_encoder_lr_scale}]
 
     def conditions(self, batch: dict[str, Any]) -> dict[str, Any]:
         if self.text_encoder is None:
@@ -97,28 +116,35 @@ class TextConditionedMixin:
         return {"text_embedding": self.text_encoder(tokens, batch["caption_length"]), "caption": tokens,
                 "same_caption": (tokens[:, None, :] == tokens[None, :, :]).all(dim=2)}
 
-    def contrastive(self, image_embedding: Tensor, conditions: dict[str, Any]) -> Tensor:
-        loss = contrastive_loss(image_embedding, conditions["text_embedding"],
-                                self.contrastive_temperature, conditions.get("same_caption"))
-        return self.contrastive_weight * loss
+    def image_terms(self, image_embedding: Tensor, conditions: dict[str, Any]) -> dict[str, Tensor]:
+        """The terms read from the critic's image embedding, the same for real faces (critic
+        step) and fakes (generator step): the contrastive term and the image's word prediction."""
+        terms = {}
+        if self.contrastive_weight > 0:
+            terms["contrastive"] = self.contrastive_weight * contrastive_loss(
+                image_embedding, conditions["text_embedding"], self.contrastive_temperature,
+                conditions.get("same_caption"))
+        if self.image_words is not None:
+            terms["image_words"] = self.image_words_weight * word_prediction_loss(
+                self.image_words(image_embedding), conditions["caption"], len(SPECIAL_TOKENS))
+        return terms
 
     def extra_d_terms(self, real: Tensor, conditions: dict[str, Any]) -> dict[str, Tensor]:
         terms = super().extra_d_terms(real, conditions)
-        if self.contrastive_weight > 0:
-            embedding = self.discriminator.image_embedding(real, self.stage, self.alpha)
-            terms["contrastive"] = self.contrastive(embedding, conditions)
-        if self.word_predictor is not None:
-            logits = self.word_predictor(conditions["text_embedding"])
-            terms["words"] = self.word_prediction_weight * word_prediction_loss(
-                logits, conditions["caption"], len(SPECIAL_TOKENS))
+        if self.image_embedding_dim:
+            terms.update(self.image_terms(self.discriminator.image_embedding(real, self.stage, self.alpha),
+                                          conditions))
+        if self.text_words is not None:
+            terms["text_words"] = self.text_words_weight * word_prediction_loss(
+                self.text_words(conditions["text_embedding"]), conditions["caption"], len(SPECIAL_TOKENS))
         return terms
 
     def generator_terms(self, fake: Tensor, conditions: dict[str, Any]) -> dict[str, Tensor]:
-        if self.contrastive_weight == 0:
+        if not self.image_embedding_dim:
             return super().generator_terms(fake, conditions)
         scores, embedding = self.discriminator(fake, self.stage, self.alpha,
                                                condition=self.critic_condition(conditions), embed=True)
-        return {"adv": self.adversarial.g_loss(scores), "contrastive": self.contrastive(embedding, conditions)}
+        return {"adv": self.adversarial.g_loss(scores), **self.image_terms(embedding, conditions)}
 
     def critic_condition(self, conditions: dict[str, Any]) -> Tensor | None:
         return conditions.get("text_embedding")
