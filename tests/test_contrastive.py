@@ -30,6 +30,20 @@ def _batch(n: int = 8) -> dict[str, torch.Tensor]:
             "caption_length": torch.full((n,), 5)}
 
 
+def _train_critic_term(module: T2FModule, batch: dict[str, torch.Tensor], name: str, steps: int,
+                       optimizer: torch.optim.Optimizer) -> list[float]:
+    """Steps on one critic-step term alone (the only one the module computes); its values."""
+    losses = []
+    for _ in range(steps):
+        terms = module.extra_d_terms(batch["image"], module.conditions(batch))
+        assert set(terms) == {name}
+        optimizer.zero_grad()
+        terms[name].backward()
+        optimizer.step()
+        losses.append(terms[name].item())
+    return losses
+
+
 def test_conditions_mark_repeated_captions():
     same = _module().conditions(_batch())["same_caption"]
     assert same[0, 1] and same[1, 0] and same.diagonal().all()
@@ -40,14 +54,7 @@ def test_critic_term_trains_the_text_encoder_and_critic_to_match_captions_to_fac
     torch.manual_seed(0)
     module, batch = _module(), _batch()
     params = list(module.text_encoder.parameters()) + list(module.discriminator.parameters())
-    optimizer = torch.optim.Adam(params, lr=3e-3)
-    losses = []
-    for _ in range(60):
-        term = module.extra_d_terms(batch["image"], module.conditions(batch))["contrastive"]
-        optimizer.zero_grad()
-        term.backward()
-        optimizer.step()
-        losses.append(term.item())
+    losses = _train_critic_term(module, batch, "contrastive", 60, torch.optim.Adam(params, lr=3e-3))
     assert module.text_encoder.embedding.weight.grad.abs().sum() > 0
     assert module.discriminator.image_embed.weight.grad.abs().sum() > 0
     # log(7) is chance with 7 candidates per row; after training each face finds its caption
@@ -108,14 +115,7 @@ def test_word_prediction_trains_the_text_encoder_to_keep_every_word():
     optimizer = torch.optim.Adam(module.discriminator_parameters(), lr=1e-2)
     trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
     assert {id(p) for p in module.text_words.parameters()} <= trained  # trained by the critic step
-    losses = []
-    for _ in range(150):
-        terms = module.extra_d_terms(batch["image"], module.conditions(batch))
-        assert set(terms) == {"text_words"}
-        optimizer.zero_grad()
-        terms["text_words"].backward()
-        optimizer.step()
-        losses.append(terms["text_words"].item())
+    losses = _train_critic_term(module, batch, "text_words", 150, optimizer)
     # at the start each of the 26 words is about a coin flip (26 * log 2 ~ 18 per caption);
     # after training the embedding tells which words each caption holds
     assert losses[0] > 10 and losses[-1] < 0.1 * losses[0]
@@ -130,14 +130,7 @@ def test_image_word_prediction_trains_the_critic_on_real_faces_and_scores_fakes_
     module, batch = _module(weight=0.0, image_words=1.0), _batch()
     assert module.discriminator.image_embed is not None  # the head needs the image embedding
     optimizer = torch.optim.Adam(module.discriminator_parameters(), lr=1e-2)
-    losses = []
-    for _ in range(100):
-        terms = module.extra_d_terms(batch["image"], module.conditions(batch))
-        assert set(terms) == {"image_words"}
-        optimizer.zero_grad()
-        terms["image_words"].backward()
-        optimizer.step()
-        losses.append(terms["image_words"].item())
+    losses = _train_critic_term(module, batch, "image_words", 100, optimizer)
     assert module.discriminator.image_embed.weight.grad.abs().sum() > 0
     assert module.text_encoder.embedding.weight.grad is None  # the words come from the tokens
     assert losses[-1] < 0.1 * losses[0]  # each face tells which words its caption holds
