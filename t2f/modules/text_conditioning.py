@@ -14,9 +14,10 @@ fakes, must draw them.
 
 Within a batch the colours alone tell most captions apart, so the contrastive term still
 lets the encoder drop the small things (glasses, eye colour, a smile). The optional word
-prediction term asks the caption embedding to say which words its caption contains (a
-bag-of-words head): the embedding keeps every word, and the contrastive term then asks the
-critic's image embedding for the features those words describe.
+prediction heads say which words a caption contains (bag of words): from the caption
+embedding, so that it keeps every word; and from the critic's image embedding, so that the
+critic learns to see what each word describes on real faces and the generator, scored by the
+same head, must draw it.
 """
 
 from __future__ import annotations
