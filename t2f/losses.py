@@ -59,7 +59,7 @@ def interpolate(real: Tensor, fake: Tensor, generator: torch.Generator | None = 
     """Random points on the lines between real and fake samples (one epsilon per sample)."""
     shape = (real.shape[0],) + (1,) * (real.dim() - 1)
     eps = torch.rand(shape, device=real.device, dtype=real.dtype, generator=generator)
-    return torch.lerp(real.detach(), fake.detach(), eps).requires_grad_(True)
+    return torch.lerp(real.detach(), fake.detach().to(real.dtype), eps).requires_grad_(True)
 
 
 def gradient_penalty(scores: Tensor, inputs: Tensor | Sequence[Tensor], target: float = 1.0) -> Tensor:
@@ -216,6 +216,6 @@ class AdversarialLoss:
         zero = torch.zeros_like(eps)
         e_image = torch.where(to_mismatch, zero, eps).view(-1, *[1] * (real.dim() - 1))
         e_text = torch.where(to_mismatch, eps, zero).view(-1, *[1] * (condition.dim() - 1))
-        images = torch.lerp(real.detach(), fake.detach(), e_image).requires_grad_(True)
-        texts = torch.lerp(condition.detach(), mismatched.detach(), e_text).requires_grad_(True)
+        images = torch.lerp(real.detach(), fake.detach().to(real.dtype), e_image).requires_grad_(True)
+        texts = torch.lerp(condition.detach().to(real.dtype), mismatched.detach().to(real.dtype), e_text).requires_grad_(True)
         return gradient_penalty(critic(images, texts), (images, texts))

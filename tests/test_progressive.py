@@ -78,6 +78,16 @@ def test_t2f_trains_across_every_stage_switch_with_per_stage_batch_sizes(tmp_pat
     assert len(ckpt["SyntheticDataModule"]["vocab"]["tokens"]) > 20  # vocabulary travels along
 
 
+def test_t2f_trains_in_bf16_mixed_precision(tmp_path):
+    # Under autocast the generator's fakes and the caption embedding come out in bf16 while
+    # the real images stay fp32: the gradient penalty's interpolation must still work.
+    cfg, metrics = _t2f_run(tmp_path, ["trainer.precision=bf16-mixed", "trainer.max_steps=12"])
+    ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["t2f"]["stage"] == 2  # 6 batches of 8: grew past two stage switches
+    assert all(v.dtype == torch.float32 for v in ckpt["state_dict"].values() if v.is_floating_point())
+    assert metrics["loss/d_gp"] > 0 and all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+
+
 def test_resume_mid_fade_restores_stage_alpha_and_images_seen(tmp_path):
     # Stop inside the 8 px fade-in (stage 1 spans 0.016-0.032 kimg; the fade-in its first 85%).
     first, _ = _t2f_run(tmp_path / "a", ["trainer.max_steps=6"])  # 3 batches of 8 = 0.024 kimg
