@@ -20,6 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from t2f.compare import wandb_run_folders
+from t2f.precision import resolve_precision
 from t2f.utils import ConfigError, print_config, rank_zero_print
 
 
@@ -49,6 +50,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     schedule = cfg.model.get("schedule")
     if schedule is not None and "images_per_epoch" in schedule.keys():
         schedule.images_per_epoch = len(datamodule.train_set)  # for epochs_per_stage
+    cfg.trainer.precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)  # saved resolved
     module = instantiate(cfg.model)
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
 

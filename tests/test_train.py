@@ -12,6 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from t2f.precision import resolve_precision
 from t2f.train import train
 from tests.conftest import REPO, TINY, TINY_MODEL, compose_config
 
@@ -201,3 +202,27 @@ def test_ddp_cpu_two_processes_train_and_seed_noise_per_rank(tmp_path):
     assert ckpt["t2f"]["images_seen"] == 3 * 8 * 2  # 3 batches of 8 on each of 2 ranks
     states = ckpt["callbacks"]["RankSeed"]["rank_states"]
     assert len(states) == 2 and not torch.equal(states[0]["torch"], states[1]["torch"])
+
+
+@pytest.mark.parametrize(("accelerator", "amx", "expected"), [
+    ("cpu", True, "bf16-mixed"), ("cpu", False, "32-true"), ("gpu", True, "32-true")])
+def test_auto_precision_is_bf16_only_on_cpus_with_matrix_units(monkeypatch, accelerator, amx, expected):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert resolve_precision("auto", accelerator) == expected
+    assert resolve_precision("16-mixed", accelerator) == "16-mixed"  # a set value is kept
+
+
+def test_channels_last_trains_exactly_like_contiguous_layout(tmp_path, one_thread):
+    # The layout is a speed choice only: the same seed gives the same weights after a few steps.
+    weights = []
+    for layout in ("true", "false"):
+        cfg = compose_config(tmp_path / layout, [f"model.channels_last={layout}", "trainer.precision=32-true",
+                                                 "trainer.max_steps=6"], model="t2f")
+        train(cfg)
+        ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+        weights.append(ckpt["state_dict"])
+    conv = "discriminator.blocks.0.conv.weight"
+    assert weights[0][conv].is_contiguous(memory_format=torch.channels_last)
+    assert weights[1][conv].is_contiguous()
+    for name, value in weights[0].items():
+        torch.testing.assert_close(value, weights[1][name], rtol=1e-4, atol=1e-5, msg=name)
