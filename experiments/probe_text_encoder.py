@@ -64,7 +64,7 @@ def probe_critic(module: torch.nn.Module, faces: int) -> None:
         grid = torch.cat([critic.features(chunk, stage, module.alpha) for chunk in images.split(500)])
     features = {"4x4": grid.flatten(1), "pixels": images.flatten(1)}
     if critic.image_embed is not None:  # read from the same 4x4 features, not a second pass
-        features = {"embedding": critic.image_embed(features["4x4"]).detach(), **features}
+        features = {"embedding": critic.embed(features["4x4"]).detach(), **features}
     everyone = torch.arange(faces)
     print_table(features, {a: (everyone, torch.tensor([x[a] for x in attributes])) for a in ATTRIBUTES})
 

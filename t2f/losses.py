@@ -169,8 +169,15 @@ class AdversarialLoss:
         condition: Tensor | None = None,
         mismatched: Tensor | None = None,
         step: int = 0,
+        trunk: Callable[[Tensor], Tensor] | None = None,
+        real_terms: Callable[[Tensor], dict[str, Tensor]] | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Critic loss on real vs fake images; ``critic(images, condition)`` gives scores (B,).
+        """Critic loss on real vs fake images; ``critic(trunk(images), condition)`` gives scores (B,).
+
+        ``trunk`` is the part of the critic that reads the images alone (default: none, the
+        ``critic`` sees the images): it runs once over the real images for every condition they
+        are scored under, and ``real_terms`` (extra critic terms, e.g. a contrastive one) read the
+        same real features; their terms join the returned parts and the total.
 
         ``condition`` is what the real and fake images are scored under (e.g. their captions'
         embeddings). With ``mismatched`` (other samples' conditions) the critic is
@@ -183,25 +190,30 @@ class AdversarialLoss:
         steps ``step`` that are multiples of the interval, weighted ``gamma / 2 * r1_interval``
         so that its average weight stays ``gamma / 2``.
         """
+        trunk = trunk or (lambda images: images)
         r1_now = self.r1_due(step)
         real_in = real.detach().requires_grad_(r1_now)
-        real_scores = critic(real_in, condition)
-        fake_scores = critic(fake.detach(), condition)
+        real_features = trunk(real_in)
+        real_scores = critic(real_features, condition)
+        fake_scores = critic(trunk(fake.detach()), condition)
         parts: dict[str, Tensor] = {}
         real_term = _REAL_TERMS[self.name](real_scores).mean()
         fake_term = _FAKE_TERMS[self.name](fake_scores).mean()
         if mismatched is None:
             parts["adv"] = real_term + fake_term
         else:
-            mismatch_term = _FAKE_TERMS[self.name](critic(real.detach(), mismatched)).mean()
+            mismatch_term = _FAKE_TERMS[self.name](critic(real_features, mismatched)).mean()
             parts["adv"] = real_term + 0.5 * (fake_term + mismatch_term)
         if self.name == "wgan_gp" and self.gp_weight > 0:
-            parts["gp"] = self.gp_weight * self._wgan_gp(critic, real, fake, condition, mismatched)
+            scored = lambda images, c: critic(trunk(images), c)  # noqa: E731
+            parts["gp"] = self.gp_weight * self._wgan_gp(scored, real, fake, condition, mismatched)
         if self.drift_weight > 0:
             parts["drift"] = self.drift_weight * drift_penalty(real_scores)
         if r1_now:
             weight = 0.5 * self.r1_gamma * self.r1_interval
             parts["r1"] = weight * r1_penalty(real_scores, real_in)
+        if real_terms is not None:
+            parts.update(real_terms(real_features))
         total = sum(parts.values())
         return total, parts
 

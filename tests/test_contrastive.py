@@ -35,7 +35,7 @@ def _train_critic_term(module: T2FModule, batch: dict[str, torch.Tensor], name: 
     """Steps on one critic-step term alone (the only one the module computes); its values."""
     losses = []
     for _ in range(steps):
-        terms = module.extra_d_terms(batch["image"], module.conditions(batch))
+        terms = module.extra_d_terms(module.critic_trunk(batch["image"]), module.conditions(batch))
         assert set(terms) == {name}
         optimizer.zero_grad()
         terms[name].backward()
@@ -82,7 +82,7 @@ def test_weight_zero_builds_no_image_embedding_and_bad_settings_are_named():
     assert module.discriminator.image_embed is None
     batch = _batch()
     conditions = module.conditions(batch)
-    assert module.extra_d_terms(batch["image"], conditions) == {}
+    assert module.extra_d_terms(module.critic_trunk(batch["image"]), conditions) == {}
     fake = module.synthesize(module.generator, module.sample_inputs(8, conditions))
     assert set(module.generator_terms(fake, conditions)) == {"adv"}
     with pytest.raises(ValueError, match="model.contrastive.weight"):
@@ -150,7 +150,7 @@ def test_word_prediction_zero_builds_no_heads_and_bad_settings_are_named():
     module, batch = _module(weight=0.0), _batch()
     assert module.text_words is None and module.image_words is None
     assert module.discriminator.image_embed is None  # nothing reads an image embedding
-    assert module.extra_d_terms(batch["image"], module.conditions(batch)) == {}
+    assert module.extra_d_terms(module.critic_trunk(batch["image"]), module.conditions(batch)) == {}
     with pytest.raises(ValueError, match="model.word_prediction.text"):
         _module(words=-1.0)
     with pytest.raises(ValueError, match="unknown keys \\['imgae'\\]"):

@@ -183,3 +183,28 @@ def test_word_prediction_loss_matches_hand_values():
     # all words absent and predicted absent with certainty: no loss
     none = word_prediction_loss(torch.full((1, 3), -50.0), torch.tensor([[2, 3]]), first_word=4)
     assert none.item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_trunk_reads_the_real_images_once_for_every_condition_and_the_real_terms():
+    # critic(x, c) = head(trunk(x), c): the split gives the same loss as the whole critic, with
+    # one trunk pass over the real images (their captions, the mismatched ones, the extra terms).
+    calls = []
+
+    def trunk(x):
+        calls.append(x)
+        return 2 * x.flatten(1)
+
+    head = lambda f, c: f.sum(1) + c @ torch.tensor([1.0, -2.0])  # noqa: E731
+    real, fake = torch.randn(4, 1, 1, 2), torch.randn(4, 1, 1, 2)
+    own, other = torch.randn(4, 2), torch.randn(4, 2)
+    loss = AdversarialLoss("wgan_gp", gp_weight=10.0, drift_weight=0.001)
+    torch.manual_seed(0)
+    total, parts = loss.d_loss(head, real, fake, own, other, trunk=trunk,
+                               real_terms=lambda f: {"extra": f.pow(2).mean()})
+    assert len(calls) == 3  # real, fake, the penalty's interpolates
+    assert parts["extra"].item() == pytest.approx((2 * real).pow(2).mean().item())
+    torch.manual_seed(0)
+    whole_total, whole = loss.d_loss(lambda x, c: head(trunk(x), c), real, fake, own, other)
+    for name, value in whole.items():
+        assert parts[name].item() == pytest.approx(value.item(), rel=1e-6)
+    assert total.item() == pytest.approx(whole_total.item() + parts["extra"].item(), rel=1e-6)

@@ -342,19 +342,20 @@ def test_conditional_discriminator():
 def test_discriminator_image_embedding_reads_the_image_alone():
     disc = _disc(condition_dim=6, embed_dim=5)
     x = torch.randn(4, 3, 16, 16)
+    embedding = lambda images, stage, alpha=1.0: disc.embed(disc.features(images, stage, alpha))  # noqa: E731
     with torch.no_grad():
-        emb = disc.image_embedding(x, 2, 0.5)
+        emb = embedding(x, 2, 0.5)
         assert emb.shape == (4, 5)
-        c = torch.randn(4, 6)
-        scores, same_pass = disc(x, 2, 0.5, c, embed=True)  # one pass gives scores and embedding
-        assert torch.equal(scores, disc(x, 2, 0.5, c)) and torch.equal(same_pass, emb)
+        c, c2 = torch.randn(4, 6), torch.randn(4, 6)
+        features = disc.features(x, 2, 0.5)  # one pass serves every condition and the embedding
+        assert torch.equal(disc.head(features, c), disc(x, 2, 0.5, c))
+        assert torch.equal(disc.head(features, c2), disc(x, 2, 0.5, c2))
         # the same continuity as the scores: alpha = 0 is the previous stage on the downsampled image
-        torch.testing.assert_close(disc.image_embedding(x, 2, 0.0),
-                                   disc.image_embedding(downsample2x(x), 1), rtol=0, atol=0)
+        torch.testing.assert_close(embedding(x, 2, 0.0), embedding(downsample2x(x), 1), rtol=0, atol=0)
         # and each image's embedding is its own: no minibatch statistics leak in
-        torch.testing.assert_close(disc.image_embedding(x[:1], 2, 0.5), emb[:1], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(embedding(x[:1], 2, 0.5), emb[:1], rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="embed_dim=0"):
-        _disc(condition_dim=6).image_embedding(x, 2)
+        _disc(condition_dim=6).embed(features)
     with pytest.raises(ValueError, match="embed_dim"):
         _disc(embed_dim=-1)
 

@@ -24,7 +24,7 @@ class GANModule(pl.LightningModule):
 
     Subclass API: ``sample_inputs`` (latents + conditions -> generator inputs) and
     ``synthesize`` (inputs -> images in [-1, 1]); conditional models add ``conditions``,
-    ``critic_condition``, ``critic`` and ``mismatched_condition``; ``extra_d_terms`` and
+    ``critic_condition``, ``critic_trunk``/``critic_head`` and ``mismatched_condition``; ``extra_d_terms`` and
     ``extra_g_terms`` add critic and generator loss terms.
     """
 
@@ -100,9 +100,18 @@ class GANModule(pl.LightningModule):
         """The vector the critic scores images under (None: an unconditional critic)."""
         return None
 
+    def critic_trunk(self, images: Tensor) -> Tensor:
+        """The part of the critic that reads the images alone, run once per batch of real images
+        for every condition they are scored under (default: none, the head is the whole critic)."""
+        return images
+
+    def critic_head(self, features: Tensor, condition: Tensor | None) -> Tensor:
+        """Critic scores (B,) of the trunk's ``features`` under ``condition``."""
+        return self.discriminator(features)
+
     def critic(self, images: Tensor, condition: Tensor | None) -> Tensor:
         """Critic scores (B,) of ``images`` under ``condition``."""
-        return self.discriminator(images)
+        return self.critic_head(self.critic_trunk(images), condition)
 
     def mismatched_condition(self, conditions: dict[str, Any]) -> Tensor | None:
         """Other samples' conditions for a matching-aware critic (None: not matching-aware)."""
@@ -112,8 +121,9 @@ class GANModule(pl.LightningModule):
         """Real images as the critic should see them now (progressive models resize them)."""
         return images
 
-    def extra_d_terms(self, real: Tensor, conditions: dict[str, Any]) -> dict[str, Tensor]:
-        """Critic loss terms beyond the adversarial one (e.g. a text-image contrastive term)."""
+    def extra_d_terms(self, real_features: Tensor, conditions: dict[str, Any]) -> dict[str, Tensor]:
+        """Critic loss terms beyond the adversarial one (e.g. a text-image contrastive term), read
+        from the real images' ``critic_trunk`` features."""
         return {}
 
     def extra_g_terms(self, inputs: dict[str, Any]) -> dict[str, Tensor]:
@@ -164,13 +174,11 @@ class GANModule(pl.LightningModule):
                 fake = self.synthesize(self.generator, self.sample_inputs(batch_size, conditions))
             condition = self.critic_condition(conditions)
             d_loss, d_parts = self.adversarial.d_loss(
-                self.critic, real, fake, condition=condition,
+                self.critic_head, real, fake, condition=condition,
                 mismatched=self.mismatched_condition(conditions),
                 step=self.batches_seen,  # counts critic steps: lazy R1 runs every r1_interval
+                trunk=self.critic_trunk, real_terms=lambda features: self.extra_d_terms(features, conditions),
             )
-            extra = self.extra_d_terms(real, conditions)
-            d_loss = d_loss + sum(extra.values())
-            d_parts.update(extra)
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
             opt_d.step()

@@ -130,11 +130,10 @@ class TextConditionedMixin:
                 self.image_words(image_embedding), conditions["caption"], len(SPECIAL_TOKENS))
         return terms
 
-    def extra_d_terms(self, real: Tensor, conditions: dict[str, Any]) -> dict[str, Tensor]:
-        terms = super().extra_d_terms(real, conditions)
+    def extra_d_terms(self, real_features: Tensor, conditions: dict[str, Any]) -> dict[str, Tensor]:
+        terms = super().extra_d_terms(real_features, conditions)
         if self.image_embedding_dim:
-            terms.update(self.image_terms(self.discriminator.image_embedding(real, self.stage, self.alpha),
-                                          conditions))
+            terms.update(self.image_terms(self.discriminator.embed(real_features), conditions))
         if self.text_words is not None:
             terms["text_words"] = self.text_words_weight * word_prediction_loss(
                 self.text_words(conditions["text_embedding"]), conditions["caption"], len(SPECIAL_TOKENS))
@@ -143,15 +142,19 @@ class TextConditionedMixin:
     def generator_terms(self, fake: Tensor, conditions: dict[str, Any]) -> dict[str, Tensor]:
         if not self.image_embedding_dim:
             return super().generator_terms(fake, conditions)
-        scores, embedding = self.discriminator(fake, self.stage, self.alpha,
-                                               condition=self.critic_condition(conditions), embed=True)
-        return {"adv": self.adversarial.g_loss(scores), **self.image_terms(embedding, conditions)}
+        features = self.critic_trunk(fake)
+        scores = self.critic_head(features, self.critic_condition(conditions))
+        return {"adv": self.adversarial.g_loss(scores),
+                **self.image_terms(self.discriminator.embed(features), conditions)}
 
     def critic_condition(self, conditions: dict[str, Any]) -> Tensor | None:
         return conditions.get("text_embedding")
 
-    def critic(self, images: Tensor, condition: Tensor | None) -> Tensor:
-        return self.discriminator(images, self.stage, self.alpha, condition=condition)
+    def critic_trunk(self, images: Tensor) -> Tensor:
+        return self.discriminator.features(images, self.stage, self.alpha)
+
+    def critic_head(self, features: Tensor, condition: Tensor | None) -> Tensor:
+        return self.discriminator.head(features, condition)
 
     def mismatched_condition(self, conditions: dict[str, Any]) -> Tensor | None:
         """Each real face paired with another sample's caption, a pair that counts as fake:

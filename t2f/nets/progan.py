@@ -300,8 +300,9 @@ class ProGANDiscriminator(nn.Module):
         embed_dim: size of an image embedding read from the 4x4 features before the condition
             joins (0: none); a contrastive loss aligns it with caption embeddings.
 
-    ``forward(image, stage, alpha, condition)`` returns raw scores of shape ``(B,)``;
-    ``image_embedding(image, stage, alpha)`` returns ``(B, embed_dim)``.
+    ``forward(image, stage, alpha, condition)`` returns raw scores of shape ``(B,)``; it is
+    ``head(features(image, stage, alpha), condition)``, and ``embed(features)`` gives the
+    ``(B, embed_dim)`` image embedding from the same features.
     """
 
     def __init__(
@@ -365,30 +366,30 @@ class ProGANDiscriminator(nn.Module):
         stage: int,
         alpha: float = 1.0,
         condition: torch.Tensor | None = None,
-        embed: bool = False,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Critic scores ``(B,)`` for images at stage ``stage`` (see :meth:`features`); with
-        ``embed`` also the image embedding, from the same pass."""
+    ) -> torch.Tensor:
+        """Critic scores ``(B,)`` for images at stage ``stage``: :meth:`head` of :meth:`features`."""
+        return self.head(self.features(image, stage, alpha), condition)
+
+    def head(self, features: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores ``(B,)`` from the 4x4 features under ``condition``. The features do not depend
+        on the condition, so one pass over an image batch serves every condition it is scored
+        under (its own captions and mismatched ones) and the image embedding."""
         if self.condition_dim > 0:
             if condition is None:
                 raise ValueError(
                     f"this critic is conditional (condition_dim={self.condition_dim}): pass condition"
                 )
-            if condition.dim() != 2 or condition.shape != (image.shape[0], self.condition_dim):
+            if condition.dim() != 2 or condition.shape != (features.shape[0], self.condition_dim):
                 raise ValueError(
-                    f"condition must have shape ({image.shape[0]}, {self.condition_dim}), got {tuple(condition.shape)}"
+                    f"condition must have shape ({features.shape[0]}, {self.condition_dim}), got {tuple(condition.shape)}"
                 )
         elif condition is not None:
             raise ValueError("condition given but this critic was built with condition_dim=0")
-        x = self.features(image, stage, alpha)
-        scores = self.blocks[0](x, condition)
-        return (scores, self._embed(x)) if embed else scores
+        return self.blocks[0](features, condition)
 
-    def image_embedding(self, image: torch.Tensor, stage: int, alpha: float = 1.0) -> torch.Tensor:
-        """``(B, embed_dim)``: the image alone, read from the 4x4 features by a linear head."""
-        return self._embed(self.features(image, stage, alpha))
-
-    def _embed(self, features: torch.Tensor) -> torch.Tensor:
+    def embed(self, features: torch.Tensor) -> torch.Tensor:
+        """``(B, embed_dim)``: the image embedding, read from the 4x4 features (the image alone)
+        by a linear layer."""
         if self.image_embed is None:
             raise ValueError("this critic was built with embed_dim=0: it has no image embedding")
         return self.image_embed(features.flatten(1))
