@@ -22,6 +22,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
+from t2f.precision import resolve_precision
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -68,6 +70,7 @@ def main() -> None:
             schedule = cfg.model.get("schedule")
             if schedule is not None and "images_per_epoch" in schedule.keys():
                 schedule.images_per_epoch = len(datamodule.train_set)
+            cfg.trainer.precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
         module = instantiate(cfg.model)
         module.total_kimg = float("inf")
         stage = args.stage
@@ -80,7 +83,7 @@ def main() -> None:
 
     resolution = getattr(module, "resolution", cfg.dataset.resolution)
     print(f"model={cfg.model._target_.rsplit('.', 1)[-1]} resolution={resolution} "
-          f"batch={cfg.dataset.batch_size} device={trainer.strategy.root_device} "
+          f"batch={cfg.dataset.batch_size} device={trainer.strategy.root_device} precision={trainer.precision} "
           f"torch={torch.__version__} threads={torch.get_num_threads()} cpus={os.cpu_count()}")
     print(f"throughput: {timer.images / timer.elapsed:.1f} images/s "
           f"({timer.images} images in {timer.elapsed:.2f}s after {args.warmup} warm-up batches)")
