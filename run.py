@@ -1,17 +1,9 @@
-"""Train a face GAN: `python run.py [group=option ...] [key=value ...]` (see conf/)."""
+"""Train a face GAN: `python run.py [group=option ...] [key=value ...]` (configs in t2f/conf/).
 
-import hydra
-from omegaconf import DictConfig
+The same command is installed as `t2f-train` and runs as `python -m t2f.train`.
+"""
 
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> float | None:
-    from t2f.train import train  # after Hydra parsed the command line: fast --help
-
-    metrics = train(cfg)
-    name = cfg.get("optimized_metric")
-    return metrics.get(name) if name else None
-
+from t2f.cli import train_main
 
 if __name__ == "__main__":
-    main()
+    train_main()

@@ -13,7 +13,6 @@ import os
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -22,9 +21,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
+from t2f.conf import CONFIG_DIR
 from t2f.precision import resolve_precision
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 class Timer(pl.Callback):
@@ -56,7 +54,7 @@ def main() -> None:
     parser.add_argument("--stage", type=int, default=None, help="progressive stage to time")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as out, initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with tempfile.TemporaryDirectory() as out, initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("config", overrides=args.overrides, return_hydra_config=True)
         with open_dict(cfg):
             cfg.hydra.runtime.output_dir = out

@@ -3,7 +3,7 @@
     python experiments/benchmark_data.py dataset=folder dataset.root=/path/to/images \
         dataset.resolution=64 [--n 2000] [--workers 2]
 
-Takes the same Hydra overrides as ``run.py`` (the dataset is built from ``conf/``) and
+Takes the same Hydra overrides as ``run.py`` (the dataset is built from ``t2f/conf/``) and
 measures, in one process, the dataset's ``__getitem__`` (the item a DataLoader worker
 produces: float image in [-1, 1], flip, caption ids) over ``--n`` random samples:
 
@@ -49,14 +49,14 @@ def main() -> None:
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from t2f.data.prepare import CONF
+    from t2f.conf import CONFIG_DIR
 
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
     with tempfile.TemporaryDirectory() as cache_dir:
         common = [*overrides, f"dataset.cache_dir={cache_dir}", "dataset.progress=false",
                   f"dataset.decode_workers={args.workers}"]
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             direct_cfg = compose("config", overrides=[*common, "dataset.cache=false"])
             cached_cfg = compose("config", overrides=[*common, "dataset.cache=true"])
 

@@ -314,7 +314,7 @@ def main() -> None:
 
     from t2f.checkpoints import user_errors
 
-    @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
+    @hydra.main(version_base="1.3", config_path="conf", config_name="export")
     def _run(cfg: DictConfig) -> None:
         with user_errors():
             print(f"Wrote {export(cfg.ckpt, cfg.get('out'))}")

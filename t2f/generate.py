@@ -310,7 +310,7 @@ def quote_free_text(argv: list[str]) -> list[str]:
 def main() -> None:
     import hydra
 
-    @hydra.main(version_base="1.3", config_path="../conf", config_name="generate")
+    @hydra.main(version_base="1.3", config_path="conf", config_name="generate")
     def _run(cfg: DictConfig) -> None:
         with user_errors():
             generate(cfg)

@@ -257,3 +257,9 @@ def _finish_wandb() -> None:
 
         if wandb.run is not None:
             wandb.finish()
+
+
+if __name__ == "__main__":  # python -m t2f.train: the same command as t2f-train and run.py
+    from t2f.cli import train_main
+
+    train_main()

@@ -11,8 +11,10 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from t2f.conf import CONFIG_DIR
+
 REPO = Path(__file__).resolve().parents[1]
-CONF = str(REPO / "conf")
+CONF = str(CONFIG_DIR)
 
 # Small enough for 2 CPU cores: 8 px wide nets on 32x32 synthetic faces, a few batches.
 TINY = [

@@ -13,6 +13,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
+from t2f.conf import CONFIG_DIR
 from t2f.generate import (
     generate,
     mixing_layers,
@@ -33,7 +34,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def config(**values: object) -> DictConfig:
     """conf/generate.yaml with ``values``, as the CLI would compose it (unknown keys fail)."""
-    cfg = OmegaConf.load(REPO / "conf" / "generate.yaml")
+    cfg = OmegaConf.load(CONFIG_DIR / "generate.yaml")
     for key in ("defaults", "hydra"):
         cfg.pop(key)
     OmegaConf.set_struct(cfg, True)

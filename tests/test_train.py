@@ -12,6 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from t2f.conf import CONFIG_DIR
 from t2f.precision import resolve_precision
 from t2f.train import train
 from tests.conftest import REPO, TINY, TINY_MODEL, compose_config
@@ -30,7 +31,7 @@ GROUP_OPTIONS = {
 
 def test_every_group_option_has_a_test_and_composes(tmp_path):
     for group, options in GROUP_OPTIONS.items():
-        on_disk = sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml"))
+        on_disk = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
         assert sorted(options) == on_disk, f"conf/{group} has options this test does not cover"
         for option in options:
             extra = [f"dataset.root={tmp_path}"] if group in ("dataset", "experiment") else []

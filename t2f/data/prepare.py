@@ -2,7 +2,7 @@
 
     python -m t2f.data.prepare dataset=celeba dataset.root=/data/celeba dataset.resolution=128
 
-composes ``conf/`` exactly like a training run, builds the datamodule (decoding every image
+composes ``t2f/conf/`` exactly like a training run, builds the datamodule (decoding every image
 once into the memory-mapped cache, with a progress bar and a pool of
 ``dataset.decode_workers`` processes), and prints what was prepared. A training run with
 the same dataset options then starts from the cache; a run with other options (crop,
@@ -12,9 +12,8 @@ resolution, files) prepares its own, so a stale cache is never used.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+from t2f.conf import CONFIG_DIR
 
 
 def prepare(overrides: list[str]) -> dict:
@@ -23,7 +22,7 @@ def prepare(overrides: list[str]) -> dict:
     from hydra.utils import instantiate
 
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     datamodule = instantiate(cfg.dataset)
     if hasattr(datamodule, "prepare"):
