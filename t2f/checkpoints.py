@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from t2f.data.vocab import Vocabulary
+from t2f.growth import upgrade_schedule
 
 __all__ = ["build_module", "resolve_device", "checkpoint_config", "checkpoint_vocab", "load_checkpoint", "read_checkpoint",
            "user_errors"]
@@ -74,7 +75,10 @@ def build_module(ckpt: dict[str, Any], path: str | os.PathLike, device: torch.de
     config = checkpoint_config(ckpt, path)
     if "state_dict" not in ckpt:
         raise ValueError(f"{path} holds no weights (state_dict)")
-    module = instantiate(config["model"])
+    model = dict(config["model"])
+    if isinstance(model.get("schedule"), dict) and isinstance(model.get("resolution"), int):
+        model["schedule"] = upgrade_schedule(model["schedule"], model["resolution"])
+    module = instantiate(model)
     try:
         module.load_state_dict(ckpt["state_dict"])
     except RuntimeError as error:

@@ -21,6 +21,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from t2f.checkpoints import load_checkpoint, resolve_device
+from t2f.utils import text_table
 
 __all__ = ["evaluate", "format_table", "load_checkpoint"]
 
@@ -79,10 +80,7 @@ def format_table(report: dict[str, Any]) -> str:
     head = (f"{report['model']} at {report['kimg']:.1f} kimg, {report['resolution']}px, "
             f"{report['num_samples']} samples x seeds {report['seeds']}  ({report['checkpoint']})")
     rows = [(name, f"{m['mean']:.4f} ± {m['std']:.4f}", m["protocol"] or "") for name, m in report["metrics"].items()]
-    w0 = max([len("metric"), *(len(r[0]) for r in rows)])
-    w1 = max([len("mean ± std"), *(len(r[1]) for r in rows)])
-    lines = [head, f"{'metric':<{w0}}  {'mean ± std':<{w1}}  protocol", f"{'-' * w0}  {'-' * w1}  {'-' * 8}"]
-    lines += [f"{a:<{w0}}  {b:<{w1}}  {c}" for a, b, c in rows]
+    lines = [head, text_table(("metric", "mean ± std", "protocol"), rows)]
     lines += [f"note: {n}" for n in report["notes"]]
     if not rows:
         lines.append("(no metric could be computed: see the warnings above)")

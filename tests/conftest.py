@@ -16,6 +16,10 @@ from t2f.conf import CONFIG_DIR
 REPO = Path(__file__).resolve().parents[1]
 CONF = str(CONFIG_DIR)
 
+# 4 -> 8 -> 16 -> 32 px stages of 16, 16, 24, 24 images (larger resolutions: 24 each)
+TINY_SCHEDULE = ["model.schedule.kimg.4=0.016", "model.schedule.kimg.8=0.016", "model.schedule.kimg.16=0.024",
+                 "model.schedule.kimg.32=0.024"]
+
 # Small enough for 2 CPU cores: 8 px wide nets on 32x32 synthetic faces, a few batches.
 TINY = [
     "dataset.size=96",
@@ -30,11 +34,11 @@ TINY_MODEL = {
     # 4 -> 8 -> 16 -> 32 px in 0.08 kimg: 10 batches of 8, with fade-ins at every switch
     "t2f": ["model.fmap_base=64", "model.fmap_max=16", "model.noise_dim=8", "model.condition_dim=8",
             "model.text_encoder.embedding_dim=8", "model.text_encoder.hidden_dim=16",
-            "model.schedule.kimg_per_stage=[0.016,0.016,0.024,0.024]", "model.schedule.batch_sizes=null", "model.ema_half_life_kimg=0.01"],
+            *TINY_SCHEDULE, "model.schedule.batch_size=null", "model.ema_half_life_kimg=0.01"],
     # the same 4 -> 32 px schedule (half of each stage fading in); 16-wide codes, 8 mapping layers
     "stylegan": ["model.fmap_base=64", "model.fmap_max=16", "model.z_dim=16", "model.w_dim=16",
                  "model.text_encoder.embedding_dim=8", "model.text_encoder.hidden_dim=16",
-                 "model.schedule.kimg_per_stage=[0.016,0.016,0.024,0.024]", "model.schedule.batch_sizes=null", "model.ema_half_life_kimg=0.01"],
+                 *TINY_SCHEDULE, "model.schedule.batch_size=null", "model.ema_half_life_kimg=0.01"],
 }
 
 

@@ -13,7 +13,7 @@ VOCAB = 30
 def _module(weight: float = 1.0, temperature: float = 0.1, words: float = 0.0,
             image_words: float = 0.0) -> T2FModule:
     module = T2FModule(
-        vocab_size=VOCAB, resolution=8, schedule={"kimg_per_stage": [1, 1]}, noise_dim=8,
+        vocab_size=VOCAB, resolution=8, schedule={"kimg": 1}, noise_dim=8,
         condition_dim=8, text_encoder={"embedding_dim": 8, "hidden_dim": 16, "num_layers": 1},
         fmap_base=32, fmap_max=16, contrastive={"weight": weight, "temperature": temperature},
         word_prediction={"text": words, "image": image_words},
@@ -90,7 +90,7 @@ def test_weight_zero_builds_no_image_embedding_and_bad_settings_are_named():
     with pytest.raises(ValueError, match="model.contrastive.temperature"):
         _module(temperature=0.0)
     with pytest.raises(ValueError, match="unknown keys \\['wieght'\\]"):
-        T2FModule(vocab_size=VOCAB, resolution=8, schedule={"kimg_per_stage": [1, 1]},
+        T2FModule(vocab_size=VOCAB, resolution=8, schedule={"kimg": 1},
                   contrastive={"wieght": 1.0})
 
 
@@ -154,5 +154,5 @@ def test_word_prediction_zero_builds_no_heads_and_bad_settings_are_named():
     with pytest.raises(ValueError, match="model.word_prediction.text"):
         _module(words=-1.0)
     with pytest.raises(ValueError, match="unknown keys \\['imgae'\\]"):
-        T2FModule(vocab_size=VOCAB, resolution=8, schedule={"kimg_per_stage": [1, 1]},
+        T2FModule(vocab_size=VOCAB, resolution=8, schedule={"kimg": 1},
                   word_prediction={"imgae": 1.0})

@@ -7,15 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from t2f.callbacks.progressive import ProgressiveSchedule
-from t2f.modules.progressive import fade_real
+from t2f.growth import ProgressiveSchedule, fade_real
 from t2f.nets.layers import downsample2x, upsample2x
 from t2f.train import train
 from tests.conftest import compose_config
 
 
 def test_schedule_timeline_stage_and_alpha_as_functions_of_kimg():
-    s = ProgressiveSchedule(max_resolution=32, kimg_per_stage=[10, 20, 20, 40], fade_in_fraction=0.5)
+    s = ProgressiveSchedule(max_resolution=32, kimg={4: 10, 8: 20, 16: 20, 32: 40}, fade_in_fraction=0.5)
     assert s.resolutions == [4, 8, 16, 32] and s.total_kimg == 90
     assert s.at(0).resolution == 4 and s.at(0).alpha == 1.0  # nothing to fade from at 4 px
     assert s.at(9.99).stage == 0
@@ -27,19 +26,51 @@ def test_schedule_timeline_stage_and_alpha_as_functions_of_kimg():
     assert s.at(1000).resolution == 32 and s.at(1000).alpha == 1.0
 
 
-def test_schedule_per_stage_options_and_scalar_kimg():
-    s = ProgressiveSchedule(max_resolution=16, kimg_per_stage=5, start_resolution=8,
-                            batch_sizes=[32, 16], learning_rates=[1e-3, 5e-4])
+def test_schedule_fills_unnamed_resolutions_from_the_nearest_named_one_below():
+    # T2F's default at 128 px: 64 and 128 px take 32 px's 72 kimg and 0.005
+    s = ProgressiveSchedule(128, kimg={"4": 6, "8": 12, "16": 24, "32": 72}, fade_in_fraction=0.85,
+                            lr={"4": 0.01, "32": 0.005}, batch_size={16: 16})
+    assert s.resolutions == [4, 8, 16, 32, 64, 128]
+    assert s.kimg_per_stage == [6, 12, 24, 72, 72, 72] and s.total_kimg == 258
+    assert s.starts_kimg == [0, 6, 18, 42, 114, 186]
+    assert s.learning_rates == [0.01, 0.01, 0.01, 0.005, 0.005, 0.005]
+    assert s.batch_sizes == [None, None, 16, 16, 16, 16]  # None: the dataset's batch size
+    state = s.at(150)  # 36 kimg into the 64 px stage, whose fade-in lasts 0.85 * 72 = 61.2 kimg
+    assert (state.stage, state.resolution) == (4, 64) and state.alpha == pytest.approx(36 / 61.2)
+    plan = s.plan()
+    assert [(p.resolution, p.fade_kimg, p.stable_kimg) for p in plan[:2]] == [(4, 0, 6), (8, pytest.approx(10.2),
+                                                                                       pytest.approx(1.8))]
+    # one number: every resolution; keys as Hydra writes them ("64") or as YAML does (64)
+    assert ProgressiveSchedule(16, kimg=5, lr=0.002).kimg_per_stage == [5, 5, 5]
+    assert ProgressiveSchedule(16, kimg=5, lr=0.002).learning_rates == [0.002] * 3
+    assert ProgressiveSchedule(64, kimg={4: 1, "64": 9}).kimg_per_stage == [1, 1, 1, 1, 9]
+    # StyleGAN's rule (experiment=stylegan_celeba128): 600 kimg at 8 px, 600 + 600 per later resolution
+    paper = ProgressiveSchedule(128, kimg={8: 600, 16: 1200}, start_resolution=8, fade_in_fraction=0.5)
+    assert paper.kimg_per_stage == [600, 1200, 1200, 1200, 1200] and paper.total_kimg == 5400
+    assert [p.fade_kimg for p in paper.plan()] == [0, 600, 600, 600, 600]
+    # epochs per resolution (the original T2F): 128 px takes 64 px's 10 epochs
+    epochs = ProgressiveSchedule(128, epochs={4: 160, 8: 80, 16: 40, 32: 20, 64: 10}, images_per_epoch=500)
+    assert epochs.kimg_per_stage == [80, 40, 20, 10, 5, 5]
+
+
+def test_schedule_per_stage_lookups():
+    s = ProgressiveSchedule(max_resolution=16, kimg=5, start_resolution=8,
+                            batch_size={8: 32, 16: 16}, lr={8: 1e-3, 16: 5e-4})
     assert s.resolutions == [8, 16] and s.kimg_per_stage == [5.0, 5.0] and s.start_stage == 1
     assert s.batch_size(1) == 32 and s.batch_size(2) == 16 and s.learning_rate(2) == 5e-4
+    assert ProgressiveSchedule(16, kimg=1).batch_size(2) is None  # the dataset's
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(max_resolution=30, kimg_per_stage=1), "max_resolution=30 is not a power of two"),
-    (dict(max_resolution=32, kimg_per_stage=[1, 2]), "has 2 entries but there are 4 stages"),
-    (dict(max_resolution=32, kimg_per_stage=1, batch_sizes=[8]), "batch_sizes has 1 entries"),
-    (dict(max_resolution=8, kimg_per_stage=1, start_resolution=16), "above max_resolution"),
-    (dict(max_resolution=8, kimg_per_stage=[1, -1]), "must be positive"),
+    (dict(max_resolution=30, kimg=1), "max_resolution=30 is not a power of two"),
+    (dict(max_resolution=32, kimg=[1, 2, 3, 4]), "must be a number or a mapping from resolution"),
+    (dict(max_resolution=32, kimg={8: 1}), "names no resolution at or below 4 px"),
+    (dict(max_resolution=32, kimg={4: 1, 12: 2}), "12.*not a power-of-two resolution"),
+    (dict(max_resolution=32, kimg={4: 1, "4": 2}), "gives 4 px twice"),
+    (dict(max_resolution=32, kimg=1, batch_size={4: 0}), "batch_size must be positive integers"),
+    (dict(max_resolution=8, kimg=1, start_resolution=16), "above the model's resolution"),
+    (dict(max_resolution=8, kimg={4: 1, 8: -1}), "must be positive"),
+    (dict(max_resolution=8, kimg=1, epochs=1, images_per_epoch=10), "one of them"),
 ])
 def test_schedule_validation_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -62,8 +93,9 @@ def _t2f_run(tmp_path: Path, overrides: list[str] | None = None):
 
 
 def test_t2f_trains_across_every_stage_switch_with_per_stage_batch_sizes(tmp_path):
-    cfg, metrics = _t2f_run(tmp_path, ["model.schedule.batch_sizes=[8,8,4,4]", "model.text_encoder_lr_scale=0.25",
-                                       "model.schedule.learning_rates=[0.004,0.004,0.004,0.002]"])
+    cfg, metrics = _t2f_run(tmp_path, ["model.schedule.batch_size={4:8,16:4}",
+                                       "model.text_encoder_lr_scale=0.25", "model.schedule.lr.4=0.004",
+                                       "model.schedule.lr.32=0.002"])
     run = Path(cfg.paths.output_dir)
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["t2f"]["stage"] == 3 and ckpt["t2f"]["alpha"] > 0.9  # in the last fade-in
@@ -105,7 +137,7 @@ def test_resume_mid_fade_restores_stage_alpha_and_images_seen(tmp_path):
     second = compose_config(tmp_path / "b", [f"ckpt_path={ckpt_path}"], model="t2f")
     train(second, extra_callbacks=[Probe()])
     images, stage, alpha, _ = seen["first"]
-    expected = ProgressiveSchedule(32, [0.016, 0.016, 0.024, 0.024]).at(images / 1000)
+    expected = ProgressiveSchedule(32, {4: 0.016, 8: 0.016, 16: 0.024, 32: 0.024}).at(images / 1000)
     assert images == saved["t2f"]["images_seen"] == 24
     assert (stage, alpha) == (expected.stage, expected.alpha) == (1, pytest.approx(saved["t2f"]["alpha"]))
 
@@ -123,3 +155,20 @@ def test_t2f_ddp_cpu_two_processes_grow_across_stage_switches(tmp_path):
     assert ckpt["t2f"]["stage"] == 3  # grew 4 -> 32 px with 2 processes (16 images per batch)
     assert ckpt["t2f"]["images_seen"] >= 80
     assert {p.stem.split("_")[-1] for p in (run / "samples").glob("*.png")} >= {"4px", "32px"}
+
+
+def test_checkpoint_with_a_per_stage_list_schedule_still_loads(tiny_checkpoint, tmp_path):
+    """Checkpoints written before per-resolution schedules hold lists, one entry per stage."""
+    from t2f.checkpoints import build_module
+
+    ckpt = torch.load(tiny_checkpoint("t2f"), weights_only=True)
+    schedule = ckpt["t2f"]["config"]["model"]["schedule"]
+    for key in ("kimg", "epochs", "batch_size", "lr"):
+        schedule.pop(key)
+    schedule.update(kimg_per_stage=[0.016, 0.016, 0.024, 0.024], epochs_per_stage=None, batch_sizes=None,
+                    learning_rates=[0.01, 0.01, 0.01, 0.005])
+    old = tmp_path / "old.ckpt"
+    torch.save(ckpt, old)
+    module = build_module(torch.load(old, weights_only=True), old)
+    assert module.schedule.kimg_per_stage == [0.016, 0.016, 0.024, 0.024]
+    assert module.schedule.learning_rates == [0.01, 0.01, 0.01, 0.005] and module.stage == ckpt["t2f"]["stage"]

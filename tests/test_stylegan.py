@@ -8,7 +8,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from t2f.callbacks.progressive import ProgressiveSchedule
+from t2f.growth import ProgressiveSchedule
 from t2f.losses import AdversarialLoss
 from t2f.nets.layers import upsample2x
 from t2f.nets.stylegan import MappingNetwork, StyleGANGenerator, layers_at_stage
@@ -194,7 +194,7 @@ def test_sample_grid_has_untruncated_and_truncated_halves(tmp_path):
     assert torch.equal(module.generate(inputs), module.generate(inputs))  # fixed noise: reproducible
 
 
-LONG_FADE = "model.schedule.kimg_per_stage=[0.016,0.032,0.024,0.024]"  # the 8 px fade: 16-32 images
+LONG_FADE = "model.schedule.kimg.8=0.032"  # the 8 px fade: 16-32 images
 
 
 def test_resume_mid_fade_restores_stage_alpha_and_w_avg(tmp_path):
@@ -214,7 +214,7 @@ def test_resume_mid_fade_restores_stage_alpha_and_w_avg(tmp_path):
                             model="stylegan")
     train(second, extra_callbacks=[Probe()])
     images, stage, alpha, w_avg = seen["first"]
-    expected = ProgressiveSchedule(32, [0.016, 0.032, 0.024, 0.024], fade_in_fraction=0.5).at(images / 1000)
+    expected = ProgressiveSchedule(32, {4: 0.016, 8: 0.032, 16: 0.024, 32: 0.024}, fade_in_fraction=0.5).at(images / 1000)
     assert images == saved["t2f"]["images_seen"] == 24
     assert (stage, alpha) == (expected.stage, expected.alpha) == (1, pytest.approx(saved["t2f"]["alpha"]))
     assert torch.equal(w_avg, saved["state_dict"]["generator.w_avg"])
@@ -246,7 +246,7 @@ def test_unconditional_stylegan_needs_no_captions(tmp_path):
     cfg = compose_config(tmp_path, [*tiny, *TINY_MODEL["stylegan"], "dataset=folder", f"dataset.root={root}",
                                     "dataset.resolution=16", "dataset.num_workers=0", "dataset.decode_workers=1",
                                     "dataset.progress=false", "dataset.batch_size=4", "trainer.max_steps=4",
-                                    "model.schedule.kimg_per_stage=[0.004,0.004,0.004]"],
+                                    "model.schedule.kimg=0.004"],
                          model="stylegan", tiny=False)
     train(cfg)
     assert cfg.model.vocab_size is None

@@ -152,7 +152,7 @@ def _subset(n: int, count: int, seed: int) -> list[int]:
 def _resize(images: Tensor, res: int) -> Tensor:
     if images.shape[-1] == res:
         return images
-    from t2f.modules.progressive import fade_real
+    from t2f.growth import fade_real
 
     return fade_real(images, res, 1.0)
 

@@ -4,23 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch.nn.functional as F
 from torch import Tensor
 
-from t2f.callbacks.progressive import ProgressiveSchedule
-from t2f.nets.layers import downsample2x, upsample2x
-
-
-def fade_real(images: Tensor, resolution: int, alpha: float) -> Tensor:
-    """Real images at ``resolution``, blended during a fade-in exactly like the generator's
-    output: ``lerp(upsample(downsample(x)), x, alpha)``."""
-    factor = images.shape[-1] // resolution
-    if factor * resolution != images.shape[-1]:
-        raise ValueError(f"images of {images.shape[-1]}px cannot be reduced to {resolution}px")
-    x = F.avg_pool2d(images, factor) if factor > 1 else images
-    if alpha < 1.0:
-        x = upsample2x(downsample2x(x)).lerp(x, alpha)
-    return x
+from t2f.growth import ProgressiveSchedule, fade_real
 
 
 class ProgressiveMixin:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from t2f.callbacks.progressive import ProgressiveSchedule
+from t2f.growth import ProgressiveSchedule
 from t2f.modules.base import GANModule
 from t2f.modules.progressive import ProgressiveMixin
 from t2f.modules.text_conditioning import TextConditionedMixin

@@ -1,4 +1,4 @@
-"""DCGAN (Radford et al. 2016) generator and discriminator for 32, 64 and 128 pixel images.
+"""DCGAN (Radford et al. 2016) generator and discriminator for 8 to 128 pixel images.
 
 The layout follows the PyTorch DCGAN example: a 4x4 projection of z, then stride-2
 transposed convolutions that halve the channels while doubling the resolution.
@@ -10,7 +10,7 @@ import math
 
 from torch import Tensor, nn
 
-DCGAN_RESOLUTIONS = (32, 64, 128)
+DCGAN_RESOLUTIONS = (8, 16, 32, 64, 128)
 NORMS = ("batch", "layer", "none")
 
 
