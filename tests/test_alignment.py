@@ -101,7 +101,7 @@ def test_real_images_score_the_classifier_accuracy_and_text_blind_generator_scor
     assert abs(float(blind_values["alignment"]) - chance_level) < 0.08, (blind_values["alignment"], chance_level)
     assert float(real_values["alignment"]) > chance_level + 0.2
     assert float(blind_values["r_precision"]) < 0.06  # about 1/100
-    assert float(real_values["r_precision"]) > 0.3
+    assert float(real_values["r_precision"]) > 0.2  # 0.33 here; chance is 0.01, so far from any CPU's rounding
 
 
 def test_mismatched_candidates_are_distinct_and_differ() -> None:
