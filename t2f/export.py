@@ -238,7 +238,9 @@ def text_encoder_kwargs(net: nn.Module) -> dict[str, Any]:
 def export_state(module: nn.Module, vocab: Vocabulary | None, source: dict[str, Any] | None = None
                  ) -> dict[str, Any]:
     """The exported file's contents for a trained GAN module (its EMA generator); the module is
-    left as it was."""
+    left as it was, but for the EMA's batch-norm statistics, computed from its own samples if the
+    checkpoint predates them."""
+    module.refresh_ema_norms()
     text_encoder = getattr(module, "text_encoder", None)
     return generator_state(module.generator_ema, text_encoder, vocab if text_encoder is not None else None,
                            getattr(module, "stage", None), getattr(module, "alpha", None),

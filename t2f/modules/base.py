@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from t2f.losses import AdversarialLoss
+
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 class GANModule(pl.LightningModule):
@@ -38,8 +43,9 @@ class GANModule(pl.LightningModule):
         loss: dict[str, Any] | None = None,
         d_steps_per_g: int = 1,
         total_kimg: float = 100.0,
-        ema_half_life_kimg: float = 10.0,
+        ema_half_life_kimg: float | str = "auto",
         ema_rampup: float | None = 0.05,
+        ema_norm_samples: int = 1024,
         channels_last: bool = True,
     ) -> None:
         super().__init__()
@@ -53,8 +59,12 @@ class GANModule(pl.LightningModule):
         self.adversarial = AdversarialLoss(**dict(loss or {}))
         self.d_steps_per_g = int(d_steps_per_g)
         self.total_kimg = float(total_kimg)
-        self.ema_half_life_kimg = float(ema_half_life_kimg)
+        if ema_half_life_kimg != "auto" and not float(ema_half_life_kimg) > 0:
+            raise ValueError(f"model.ema_half_life_kimg={ema_half_life_kimg} must be positive or auto")
+        self.ema_half_life_kimg = None if ema_half_life_kimg == "auto" else float(ema_half_life_kimg)
         self.ema_rampup = ema_rampup
+        self.ema_norm_samples = int(ema_norm_samples)
+        self._ema_norms_at: int | None = None  # images_seen when the EMA's batch-norm statistics were computed
         self.channels_last = bool(channels_last)
         self.images_seen = 0
         self.batches_seen = 0
@@ -65,6 +75,12 @@ class GANModule(pl.LightningModule):
     def init_ema(self) -> None:
         """Call at the end of a subclass's __init__, once ``self.generator`` exists."""
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
+        # Batch-norm statistics belong to the weights they were measured with: the EMA
+        # generator's are computed from its own passes (refresh_ema_norms), never copied.
+        norms = {name: m for name, m in self.generator_ema.named_modules() if isinstance(m, BATCH_NORMS)}
+        self._ema_norms = list(norms.values())
+        self._ema_copied_buffers = [name for name, _ in self.generator.named_buffers()
+                                    if name.rpartition(".")[0] not in norms]
 
     def setup(self, stage: str) -> None:
         """Channels-last weights (and images, see ``training_step``) make CPU convolutions about a
@@ -210,21 +226,56 @@ class GANModule(pl.LightningModule):
         if self.images_seen >= self.total_kimg * 1000:
             self.trainer.should_stop = True
 
-    @torch.no_grad()
-    def update_ema(self, world_batch: int) -> None:
-        """EMA with a half-life in images (ramped up early on, as in StyleGAN2)."""
-        half_life = self.ema_half_life_kimg * 1000.0
+    def ema_half_life_images(self, world_batch: int) -> float:
+        """StyleGAN2-ADA's rule: ``model.ema_half_life_kimg`` (``auto``: 10 kimg per 32 images
+        of batch), but never more than ``model.ema_rampup`` of the images seen so far, so the
+        average forgets its random start and follows a short run as closely as a long one."""
+        kimg = self.ema_half_life_kimg if self.ema_half_life_kimg is not None else world_batch * 10 / 32
+        half_life = kimg * 1000.0
         if self.ema_rampup:
             half_life = min(half_life, self.images_seen * self.ema_rampup)
-        beta = 0.5 ** (world_batch / max(half_life, 1e-8))
+        return half_life
+
+    @torch.no_grad()
+    def update_ema(self, world_batch: int) -> None:
+        beta = 0.5 ** (world_batch / max(self.ema_half_life_images(world_batch), 1e-8))
         for p_ema, p in zip(self.generator_ema.parameters(), self.generator.parameters()):
             p_ema.lerp_(p.detach(), 1.0 - beta)
-        for b_ema, b in zip(self.generator_ema.buffers(), self.generator.buffers()):
-            b_ema.copy_(b)
+        if self._ema_copied_buffers:  # e.g. StyleGAN's tracked w_avg (names: .to() replaces buffer tensors)
+            ema_buffers, buffers = dict(self.generator_ema.named_buffers()), dict(self.generator.named_buffers())
+            for name in self._ema_copied_buffers:
+                ema_buffers[name].copy_(buffers[name])
+
+    @torch.no_grad()
+    def refresh_ema_norms(self) -> None:
+        """Batch-norm statistics of the EMA generator from ``model.ema_norm_samples`` of its own
+        samples (the average over batches of 256), once per images-seen count. Copied from the
+        training generator they belong to other weights: at 100 kimg on CelebA they made the
+        EMA's samples worse than the raw generator's. Latents come from a fixed seed, so the same
+        weights always get the same statistics and training's random state is untouched; the
+        statistics are computed on this process alone, so rank 0 may sample by itself under DDP."""
+        if not self._ema_norms or self._ema_norms_at == self.images_seen:
+            return
+        net = self.generator_ema
+        was_training = net.training
+        for m in self._ema_norms:
+            m.reset_running_stats()
+        gen = torch.Generator().manual_seed(0)
+        net.eval()
+        try:
+            for k, start in enumerate(range(0, self.ema_norm_samples, 256)):
+                inputs = self.sample_inputs(min(256, self.ema_norm_samples - start), {}, generator=gen)
+                with _batch_statistics(self._ema_norms, momentum=1.0 / (k + 1)):  # a running mean of batches
+                    self.synthesize(net, inputs)
+        finally:
+            net.train(was_training)
+        self._ema_norms_at = self.images_seen
 
     @torch.no_grad()
     def generate(self, inputs: dict[str, Any], ema: bool = True) -> Tensor:
         """Images in [-1, 1] for sample grids and evaluation, from the EMA generator by default."""
+        if ema:
+            self.refresh_ema_norms()
         net = self.generator_ema if ema else self.generator
         was_training = net.training
         net.eval()
@@ -242,7 +293,13 @@ class GANModule(pl.LightningModule):
 
     # --- checkpoints ------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["t2f"] = {"images_seen": self.images_seen, "batches_seen": self.batches_seen}
+        self.refresh_ema_norms()  # checkpoints, and generators exported from them, sample with their own
+        state = checkpoint.get("state_dict", {})
+        for name, buffer in self.generator_ema.named_buffers(prefix="generator_ema"):
+            if name in state:
+                state[name] = buffer.detach().clone()
+        checkpoint["t2f"] = {"images_seen": self.images_seen, "batches_seen": self.batches_seen,
+                             "ema_norms_own": True}
         if self.run_config is not None:
             checkpoint["t2f"]["config"] = self.run_config
 
@@ -250,3 +307,22 @@ class GANModule(pl.LightningModule):
         state = checkpoint.get("t2f", {})
         self.images_seen = int(state.get("images_seen", 0))
         self.batches_seen = int(state.get("batches_seen", 0))
+        # the EMA's statistics in the checkpoint are its own (older checkpoints: copied, so recompute)
+        self._ema_norms_at = self.images_seen if state.get("ema_norms_own") else None
+
+
+@contextmanager
+def _batch_statistics(norms: list[nn.Module], momentum: float) -> Iterator[None]:
+    """Batch norm that normalises with each batch's own statistics and folds them into the
+    running ones with ``momentum``, on this process only (a SyncBatchNorm would wait for the
+    other ranks), whatever mode the network is in."""
+    def forward(m: nn.Module, x: Tensor) -> Tensor:
+        return F.batch_norm(x, m.running_mean, m.running_var, m.weight, m.bias, True, momentum, m.eps)
+
+    for m in norms:
+        m.forward = partial(forward, m)
+    try:
+        yield
+    finally:
+        for m in norms:
+            del m.forward
