@@ -72,7 +72,7 @@ class RunPlan(pl.Callback):
         self._window: tuple[float, int, int] | None = None  # (time, images seen, resolution)
         self._reported = False
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         g_opt, d_opt = [*trainer.optimizers, None, None][:2]
         lrs = (_base_lr(getattr(pl_module, "optimizer_g", None), g_opt),
                _base_lr(getattr(pl_module, "optimizer_d", None), d_opt))
