@@ -49,7 +49,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         cfg.model.vocab_size = len(datamodule.vocab)  # recorded in the saved config
     schedule = cfg.model.get("schedule")
     if schedule is not None and "images_per_epoch" in schedule.keys():
-        schedule.images_per_epoch = len(datamodule.train_set)  # for epochs_per_stage
+        schedule.images_per_epoch = len(datamodule.train_set)  # for schedule.epochs
     cfg.trainer.precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)  # saved resolved
     module = instantiate(cfg.model)
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
@@ -60,7 +60,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     callbacks += list(extra_callbacks or [])
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                      **_slurm_plugins(cfg))
+                                      plugins=_trainer_plugins(cfg))
     _share_cpu_threads(trainer)
 
     output_dir = cfg.paths.output_dir
@@ -187,15 +187,38 @@ def _relaunch_ddp_as_single_job() -> None:
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
 
 
-def _slurm_plugins(cfg: DictConfig) -> dict:
+def _trainer_plugins(cfg: DictConfig) -> list:
+    """``trainer.plugins`` from the config, plus t2f's own where the user gave none of that kind:
+    atomic checkpoint files (a kill during a save never truncates last.ckpt) and, under
+    submitit on SLURM, the cluster environment without Lightning's auto-requeue."""
+    from pytorch_lightning.plugins import CheckpointIO, ClusterEnvironment
+
+    from t2f.checkpoint_io import AtomicCheckpointIO
+
+    given = cfg.trainer.get("plugins")
+    if given is None:
+        plugins = []
+    elif isinstance(given, str):
+        plugins = [given]
+    else:
+        made = instantiate(given)
+        plugins = list(made) if OmegaConf.is_list(made) or isinstance(made, (list, tuple)) else [made]
+    if not any(isinstance(p, CheckpointIO) for p in plugins):
+        plugins.append(AtomicCheckpointIO())
+    if not any(isinstance(p, ClusterEnvironment) for p in plugins):
+        plugins += _slurm_environment()
+    return plugins
+
+
+def _slurm_environment() -> list:
     """Under a SLURM job of the submitit launcher, submitit alone requeues on preemption or
     timeout (its signal handler resubmits the job, which then resumes from last.ckpt), so
     Lightning's own SLURM auto-requeue is switched off: one job, one requeue."""
-    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm" or cfg.trainer.get("plugins"):
-        return {}
+    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+        return []
     from lightning_fabric.plugins.environments import SLURMEnvironment
 
-    return {"plugins": [SLURMEnvironment(auto_requeue=False)]} if SLURMEnvironment.detect() else {}
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
 
 
 def _name_wandb_run(cfg: DictConfig, resuming: bool) -> None:

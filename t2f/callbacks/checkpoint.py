@@ -1,38 +1,67 @@
-"""Checkpoints on a kimg schedule, plus ``last.ckpt`` at the end and on interruption.
+"""Checkpoints on a kimg schedule: ``last.ckpt`` (every N kimg, at the end, on interruption)
+and, with ``monitor``, ``best.ckpt`` whenever the monitored metric improves.
 
 Lightning's ModelCheckpoint counts optimizer steps or epochs; GAN runs are measured in
-images seen, and an interrupted run must leave a resumable ``last.ckpt`` behind. Files are
-written through Lightning's atomic save (temporary file, then rename), so a crash during a
-save never leaves a truncated checkpoint in place of a good one.
+images seen, and an interrupted run must leave a resumable ``last.ckpt`` behind. This builds
+on public API only (``trainer.save_checkpoint``, ``trainer.callback_metrics``, hooks and the
+callback's state dict), so Lightning may change ModelCheckpoint's internals freely. It derives
+from Lightning's public ``Checkpoint`` base, which makes Lightning run it after the other
+callbacks (their state at this step goes into the file), list it in
+``trainer.checkpoint_callbacks`` and not add a default ModelCheckpoint of its own.
+
+Files are written atomically by :class:`t2f.checkpoint_io.AtomicCheckpointIO` (``t2f.train``
+installs it): a crash during a save never leaves a truncated checkpoint in place of a good one,
+and temporary files a killed save left behind are removed when training starts.
 """
 
 from __future__ import annotations
 
+import math
+import os
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import Checkpoint
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from t2f.callbacks.intervals import KimgInterval
+from t2f.checkpoint_io import remove_stale_temporaries
+
+LAST = "last.ckpt"
+BEST = "best.ckpt"
 
 
-class KimgCheckpoint(ModelCheckpoint):
+class KimgCheckpoint(Checkpoint):
+    """Args: ``dirpath``; ``every_kimg`` between saves of ``last.ckpt``; ``monitor`` (a logged
+    value such as ``metrics/swd``) and ``mode`` (``min``/``max``) for ``best.ckpt``."""
+
     def __init__(self, dirpath: str, every_kimg: float = 10.0, monitor: str | None = None,
-                 mode: str = "min", save_top_k: int = 1, filename: str | None = None) -> None:
-        super().__init__(
-            dirpath=dirpath,
-            filename=filename or ("best" if monitor else "kimg{kimg:07.1f}"),
-            monitor=monitor,
-            mode=mode,
-            save_top_k=save_top_k if monitor else 0,
-            save_last=True,
-            auto_insert_metric_name=False,
-            enable_version_counter=False,
-        )
+                 mode: str = "min") -> None:
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode={mode!r}: use 'min' (swd, fid, kid) or 'max' (is, alignment)")
+        dirpath = os.fspath(dirpath)
+        self.dirpath = dirpath if "://" in dirpath else os.path.realpath(os.path.expanduser(dirpath))
+        self.monitor = monitor
+        self.mode = mode
         self.interval = KimgInterval(every_kimg)
+        self.best_model_score: float | None = None
+        self.best_model_path: str | None = None
+        self.last_model_path: str | None = None
+        self._saved_step = 0  # global step of the latest last.ckpt (0: none to skip yet)
+
+    @property
+    def state_key(self) -> str:
+        # one state per monitored metric, so several of these can share a Trainer
+        return f"{type(self).__qualname__}{{'monitor': {self.monitor!r}, 'mode': {self.mode!r}}}"
+
+    # -- hooks -----------------------------------------------------------------------------
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit" and trainer.is_global_zero:  # only rank 0 writes files
+            for path in remove_stale_temporaries(self.dirpath):
+                rank_zero_info(f"Removed {path}: the temporary file of an interrupted save")
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        super().on_train_start(trainer, pl_module)
         self.interval.reset(pl_module.images_seen)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
@@ -40,14 +69,12 @@ class KimgCheckpoint(ModelCheckpoint):
         if self.interval.crossed(pl_module.images_seen):
             self.save_now(trainer)
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        pass  # epochs mean nothing here: saving follows the kimg schedule
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        pass
-
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._last_global_step_saved != trainer.global_step:
+        never_seen = self.best_model_score is None and self.monitor not in trainer.callback_metrics
+        if self.monitor is not None and never_seen:
+            rank_zero_warn(f"KimgCheckpoint(monitor={self.monitor!r}) never saw that value, so there is "
+                           f"no {BEST}; logged: {sorted(trainer.callback_metrics)}")
+        if self._saved_step != trainer.global_step:
             self.save_now(trainer)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
@@ -60,11 +87,71 @@ class KimgCheckpoint(ModelCheckpoint):
         """
         if trainer.world_size > 1 and type(exception) is SystemExit:
             return
-        if trainer.global_step > 0 and self._last_global_step_saved != trainer.global_step:
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if trainer.global_step > 0 and self._saved_step != trainer.global_step:
+            self._save(trainer, LAST)
+
+    # -- saving ----------------------------------------------------------------------------
 
     def save_now(self, trainer: pl.Trainer) -> None:
-        candidates = self._monitor_candidates(trainer)
-        if self.monitor is not None and self.monitor in candidates:
-            self._save_topk_checkpoint(trainer, candidates)
-        self._save_last_checkpoint(trainer, candidates)
+        """``best.ckpt`` if the monitored value improved, then ``last.ckpt``.
+
+        Collective under DDP (``trainer.save_checkpoint`` gathers every rank's state): call it
+        on every rank. MetricsCallback calls it right after measuring a monitored metric, so
+        ``best.ckpt`` holds exactly the weights that were measured.
+        """
+        current = self._current_score(trainer)
+        if current is not None and self._improves(trainer, current):
+            self.best_model_score = current  # before saving: the file records its own score
+            self.best_model_path = os.path.join(self.dirpath, BEST)
+            self._save(trainer, BEST)
+        self._save(trainer, LAST)
+
+    def _save(self, trainer: pl.Trainer, name: str) -> None:
+        path = os.path.join(self.dirpath, name)
+        if name == LAST:
+            self.last_model_path = path
+        trainer.save_checkpoint(path)
+        self._saved_step = trainer.global_step
+
+    def _current_score(self, trainer: pl.Trainer) -> float | None:
+        if self.monitor is None or self.monitor not in trainer.callback_metrics:
+            return None
+        value = float(trainer.callback_metrics[self.monitor])
+        if math.isnan(value):  # a diverged run: worst possible, never "better"
+            value = math.inf if self.mode == "min" else -math.inf
+        return value
+
+    def _improves(self, trainer: pl.Trainer, current: float) -> bool:
+        best = self.best_model_score
+        better = best is None or (current < best if self.mode == "min" else current > best)
+        # every rank must take the same branch: a save is collective
+        return bool(trainer.strategy.reduce_boolean_decision(better, all=True))
+
+    # -- state -----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"monitor": self.monitor, "mode": self.mode, "dirpath": self.dirpath,
+                "best_model_score": self.best_model_score, "best_model_path": self.best_model_path,
+                "last_model_path": self.last_model_path}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """The best score carries over only within the same checkpoint directory: a run resumed
+        into a new directory has no best.ckpt there yet, so it starts its own."""
+        score = state_dict.get("best_model_score")
+        if state_dict.get("monitor") != self.monitor or score is None:
+            return
+        if state_dict.get("dirpath", self.dirpath) != self.dirpath:
+            rank_zero_info(f"Checkpoints moved from {state_dict.get('dirpath')} to {self.dirpath}: "
+                           f"{BEST} there starts afresh (previous best {self.monitor}={float(score):.5g})")
+            return
+        self.best_model_score = float(score)  # a tensor in checkpoints of the ModelCheckpoint era
+        self.best_model_path = state_dict.get("best_model_path")
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        """Checkpoints written while this class was a ModelCheckpoint keep its state under a
+        longer key; read it, so that resuming such a run keeps its best score."""
+        states = checkpoint.get("callbacks") or {}
+        legacy = self.state_key[:-1] + ", 'every_n_train_steps': 0, 'every_n_epochs': 1, 'train_time_interval': None}"
+        if self.state_key not in states and legacy in states:
+            self.load_state_dict(states[legacy])

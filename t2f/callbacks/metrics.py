@@ -7,8 +7,8 @@ already synchronised, so they are logged as ``metrics/<name>`` without ``sync_di
 ``trainer.callback_metrics`` (for ``callbacks.checkpoint.monitor=metrics/swd`` and sweepers)
 and straight to the loggers at the current step (a rare value must not wait for
 ``log_every_n_steps``). Checkpoint callbacks that monitor one of the new values are asked to
-save right away (best checkpoint, plus last.ckpt), so the best checkpoint always holds the
-weights that were measured, whatever the checkpoint interval.
+save right away (``KimgCheckpoint.save_now``: best checkpoint, plus last.ckpt), so the best
+checkpoint always holds the weights that were measured, whatever the checkpoint interval.
 """
 
 from __future__ import annotations
@@ -72,13 +72,12 @@ class MetricsCallback(pl.Callback):
 
     @staticmethod
     def _save_best(trainer: pl.Trainer, values: dict[str, float]) -> None:
+        """Checkpoint callbacks with ``save_now`` (KimgCheckpoint: best if improved, then last)
+        that monitor a new value save now, on every rank (a save is collective). Others, such
+        as a hand-added ModelCheckpoint, save on their own schedule from callback_metrics."""
         for callback in trainer.checkpoint_callbacks:
-            if getattr(callback, "monitor", None) not in values:
-                continue
-            if hasattr(callback, "save_now"):  # KimgCheckpoint: best (if improved) and last
+            if getattr(callback, "monitor", None) in values and callable(getattr(callback, "save_now", None)):
                 callback.save_now(trainer)
-            else:
-                callback._save_topk_checkpoint(trainer, callback._monitor_candidates(trainer))
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history}

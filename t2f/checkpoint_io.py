@@ -1,0 +1,100 @@
+"""Checkpoint files that are either the old one or the new one, never a truncated mix.
+
+Lightning's ``TorchCheckpointIO`` writes through fsspec, which stages the file in ``$TMPDIR``
+and then moves it over the target: when ``$TMPDIR`` is on another filesystem (a node's local
+disk, the run on shared storage) the move is a copy, and a job killed during that copy (a
+SLURM time limit, preemption, OOM) leaves a truncated ``last.ckpt`` that cannot be resumed.
+Here the temporary file is written, flushed and fsynced next to the target, then renamed over
+it with ``os.replace`` (atomic within one filesystem), and the directory entry is fsynced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+from typing import Any
+
+import torch
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+# ".last.ckpt.tmp-<pid>-<hex>": hidden, and never mistaken for a checkpoint by a *.ckpt glob
+_TEMPORARY = re.compile(r"^\..+\.tmp-\d+-[0-9a-f]+$")
+
+
+def temporary_path(path: str) -> str:
+    """A unique temporary name for ``path`` in its own directory (same filesystem)."""
+    directory, name = os.path.split(os.path.abspath(path))
+    return os.path.join(directory, f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save(obj, path)`` that replaces ``path`` atomically and durably.
+
+    On any failure (including KeyboardInterrupt) the temporary file is removed and the
+    previous file at ``path`` is left untouched.
+    """
+    path = os.path.abspath(os.fspath(path))
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    tmp = temporary_path(path)
+    try:
+        with open(tmp, "xb") as f:  # "x": never reuse another writer's file
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make the rename itself durable; best effort where directories cannot be fsynced."""
+    if os.name == "nt":
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> list[str]:
+    """Delete temporary files a killed writer left in ``directory``; returns their paths.
+
+    Call it only when no save is running (at the start of training, on the rank that saves).
+    """
+    directory = os.fspath(directory)
+    if "://" in directory or not os.path.isdir(directory):
+        return []
+    removed = []
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if _TEMPORARY.match(name) and os.path.isfile(path):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+                removed.append(path)
+    return removed
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``TorchCheckpointIO`` whose local saves go through :func:`atomic_torch_save`.
+
+    Remote paths (``s3://`` ...) keep Lightning's fsspec save: object stores replace whole
+    objects anyway. Loading and removal are Lightning's.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike,
+                        storage_options: Any | None = None) -> None:
+        target = os.fspath(path)
+        if "://" in target:
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options (got {storage_options!r})")
+        atomic_torch_save(checkpoint, target)
