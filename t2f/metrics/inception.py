@@ -462,7 +462,7 @@ class InceptionMetrics(nn.Module):
         if not self.available:
             return {}
         store = self.real_store
-        with store.sync_context(should_sync=store._to_sync, should_unsync=True):
+        with store.sync_context(should_sync=store.sync_on_compute, should_unsync=True):
             state = store.features
             feats = dim_zero_cat(state) if not isinstance(state, list) or state else torch.empty(0)
             return {"real_features": feats.detach().cpu().clone()}

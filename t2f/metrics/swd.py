@@ -348,7 +348,7 @@ class SlicedWassersteinDistance(Metric):
 
     def real_statistics(self) -> dict[str, Tensor]:
         """The real descriptors of all ranks (a collective call under DDP), on the CPU."""
-        with self.sync_context(should_sync=self._to_sync, should_unsync=True):
+        with self.sync_context(should_sync=self.sync_on_compute, should_unsync=True):
             desc = self.real_descriptors
             desc = dim_zero_cat(desc) if _nonempty(desc) else torch.empty(0)
             return {"real_descriptors": desc.detach().cpu().clone()}
