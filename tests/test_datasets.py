@@ -118,7 +118,12 @@ def test_celeba_parses_irregular_spacing_and_splits(celeba_root, tmp_path):
     assert len(dm.train_set) == 24 and len(dm.val_set) == 8
     assert set(dm.files[r] for r in dm.val_set.rows) == {n for n, p in zip(info["names"], info["partition"]) if p == 1}
     assert len(celeba(root, tmp_path, train_split="all").train_set) == 36
-    assert len(celeba(root, tmp_path, train_split="trainval").train_set) == 32
+    trainval = celeba(root, tmp_path, train_split="trainval")
+    assert len(trainval.train_set) == 32
+    # images training never sees: val and test (12) when training on train, test (4) on trainval
+    held = dm.held_out_set()
+    assert sorted(dm.files[r] for r in held.rows) == [n for n, p in zip(info["names"], info["partition"]) if p]
+    assert len(trainval.held_out_set()) == 4 and not held.flip  # never flipped
     with pytest.raises(ValueError, match="train_split=nope must be one of"):
         CelebADataModule(root, train_split="nope")
 

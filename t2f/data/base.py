@@ -83,6 +83,12 @@ class FaceDataModule(pl.LightningDataModule):
                     "with the same dataset and caption settings the run was started with"
                 )
 
+    def held_out_set(self) -> Dataset:
+        """Every image training never sees (for measuring against real faces): the validation
+        split here; datasets with more held-out images (CelebA's test partition) return those too."""
+        self.setup()
+        return self.val_set
+
     def set_batch_size(self, batch_size: int) -> None:
         """Progressive training changes the batch size per stage; Lightning then reloads."""
         self.batch_size = int(batch_size)

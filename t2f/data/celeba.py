@@ -303,6 +303,7 @@ class CelebADataModule(ImageDataModule):
         self.attribute_names: list[str] = []
         self.attributes: np.ndarray | None = None
         self.partition: np.ndarray | None = None
+        self.held_out_rows: np.ndarray | None = None
 
     def _find(self, name: str, folder: str, want_dir: bool = False) -> Path:
         for candidate in (self.root / name, self.root / folder / name):
@@ -340,9 +341,16 @@ class CelebADataModule(ImageDataModule):
         usable = self.open_images(files, base=image_dir)
         train_rows = usable[np.isin(partition[usable], SPLITS[self.train_split])]
         val_rows = usable[partition[usable] == 1]
+        self.held_out_rows = usable[~np.isin(partition[usable], SPLITS[self.train_split])]
         self.train_set = self._make(train_rows, train=True)
         self.val_set = self._make(val_rows, train=False)
         report(f"celeba: {len(train_rows)} training images ({self.train_split}), {len(val_rows)} validation")
+
+    def held_out_set(self):
+        """The images of every partition outside ``dataset.train_split`` (val and test for
+        ``train``): the validation set alone is partition 1."""
+        self.setup()
+        return self._make(self.held_out_rows, train=False)
 
     def _make(self, rows: np.ndarray, train: bool):
         captions = AttributeCaptions(self.attributes[rows], self.attribute_names, rows,
