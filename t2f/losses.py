@@ -171,6 +171,7 @@ class AdversarialLoss:
         step: int = 0,
         trunk: Callable[[Tensor], Tensor] | None = None,
         real_terms: Callable[[Tensor], dict[str, Tensor]] | None = None,
+        on_real_scores: Callable[[Tensor], None] | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Critic loss on real vs fake images; ``critic(trunk(images), condition)`` gives scores (B,).
 
@@ -189,12 +190,18 @@ class AdversarialLoss:
         collapses. R1 is lazy (StyleGAN2) when ``r1_interval`` > 1: computed only on critic
         steps ``step`` that are multiples of the interval, weighted ``gamma / 2 * r1_interval``
         so that its average weight stays ``gamma / 2``.
+
+        ``on_real_scores`` is handed the real images' scores (detached), e.g. for ADA's
+        overfitting signal E[sign(D(real))]. Images are scored, and penalised, as they are
+        passed: a caller that augments them passes the augmented ones (see t2f.augment).
         """
         trunk = trunk or (lambda images: images)
         r1_now = self.r1_due(step)
         real_in = real.detach().requires_grad_(r1_now)
         real_features = trunk(real_in)
         real_scores = critic(real_features, condition)
+        if on_real_scores is not None:
+            on_real_scores(real_scores.detach())
         fake_scores = critic(trunk(fake.detach()), condition)
         parts: dict[str, Tensor] = {}
         real_term = _REAL_TERMS[self.name](real_scores).mean()

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from t2f.data.vocab import Vocabulary, pad_captions
 
@@ -37,6 +38,26 @@ def check_resolution(resolution: int, low: int = 8, high: int = 1024) -> int:
     return resolution
 
 
+class LimitedSet(Subset):
+    """A fixed subset of a training set that still answers for the set's own attributes
+    (e.g. ``captions``, which datamodules read to sample caption grids)."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "dataset":  # not set yet (unpickling in a worker): no recursion
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+def limit_images(dataset: Dataset, max_images: int | None, seed: int = 0) -> Dataset:
+    """``max_images`` samples of ``dataset`` drawn once with a fixed seed (in their order), so
+    that every run with the same ``dataset.max_images`` trains on the same images; the whole
+    set when it has no more than that."""
+    if max_images is None or len(dataset) <= max_images:
+        return dataset
+    rows = np.sort(np.random.default_rng(seed).choice(len(dataset), size=max_images, replace=False))
+    return LimitedSet(dataset, rows.tolist())
+
+
 class FaceDataModule(pl.LightningDataModule):
     """Base datamodule: subclasses fill ``self.train_set``/``self.val_set`` in ``build``."""
 
@@ -47,6 +68,7 @@ class FaceDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         max_resolution: int = 128,
+        max_images: int | None = None,
     ) -> None:
         super().__init__()
         self.resolution = check_resolution(int(resolution), high=max_resolution)
@@ -55,6 +77,11 @@ class FaceDataModule(pl.LightningDataModule):
         self.batch_size = int(batch_size)
         self.num_workers = int(num_workers)
         self.pin_memory = bool(pin_memory)
+        if max_images is not None and (int(max_images) != max_images or max_images < 1):
+            raise ValueError(f"dataset.max_images={max_images} must be a positive integer (or null: all)")
+        # a small-data experiment: train on a fixed random subset (+dataset.max_images=N); private,
+        # so that datamodules without it keep their metric fingerprints (t2f.metrics.suite)
+        self._max_images = None if max_images is None else int(max_images)
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.vocab: Vocabulary | None = None
@@ -77,6 +104,7 @@ class FaceDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
             self.build()
+            self.train_set = limit_images(self.train_set, self._max_images)
             if self._restored_vocab is not None and self.vocab != self._restored_vocab:
                 raise RuntimeError(
                     "the dataset's vocabulary differs from the one in the checkpoint: resume "

@@ -4,6 +4,12 @@ One batch of real images = one critic step; every ``d_steps_per_g`` batches the
 generator takes a step, then the EMA generator follows it. Training length is
 counted in images seen (``images_seen``, summed over all ranks), never in steps.
 Subclasses own their networks and say how to score real and fake images.
+
+With ``model.augment`` (t2f.augment) every image the critic scores goes through the same
+random differentiable transformations first: real and fake in the critic step, fake in the
+generator step, after real images are brought to the stage's resolution (a matching-aware
+critic scores the same augmented real images under the mismatched captions). The critic's
+penalties (WGAN-GP, R1) are taken at the augmented images, the points the critic scores.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from t2f.augment import build_augment
 from t2f.losses import AdversarialLoss
 
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
@@ -47,6 +54,7 @@ class GANModule(pl.LightningModule):
         ema_rampup: float | None = 0.05,
         ema_norm_samples: int = 1024,
         channels_last: bool = True,
+        augment: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -66,6 +74,7 @@ class GANModule(pl.LightningModule):
         self.ema_norm_samples = int(ema_norm_samples)
         self._ema_norms_at: int | None = None  # images_seen when the EMA's batch-norm statistics were computed
         self.channels_last = bool(channels_last)
+        self.augment = build_augment(augment)  # None: the critic sees images as they are
         self.images_seen = 0
         self.batches_seen = 0
         self.run_config: dict[str, Any] | None = None  # set by t2f.train, stored in checkpoints
@@ -137,6 +146,28 @@ class GANModule(pl.LightningModule):
         """Real images as the critic should see them now (progressive models resize them)."""
         return images
 
+    def augment_images(self, images: Tensor) -> Tensor:
+        """Images as the critic sees them in training: through ``model.augment`` (real and fake
+        alike, in both steps, at the current stage's resolution), or as they are when it is off."""
+        return images if self.augment is None else self.augment(images)
+
+    def observe_real_scores(self, scores: Tensor) -> None:
+        """ADA's overfitting signal: the signs of the critic's real scores, summed over all ranks
+        every batch (one all-reduce of two numbers) so that every rank adapts ``p`` the same way."""
+        stats = torch.stack([scores.float().sign().sum(), scores.new_tensor(scores.numel(), dtype=torch.float32)])
+        stats = self.trainer.strategy.reduce(stats, reduce_op="sum")
+        self.augment.accumulate(stats[0], stats[1])
+
+    def adapt_augmentation(self) -> dict[str, Tensor]:
+        """After a critic step: ADA adjusts ``p`` every ``ada_interval`` critic steps; the values to log."""
+        if self.augment is None:
+            return {}
+        logs = {}
+        if self.augment.adaptive and self.batches_seen % self.augment.ada_interval == 0:
+            logs["augment/r_t"] = self.augment.adjust()
+        logs["augment/p"] = torch.as_tensor(self.augment.probability, dtype=torch.float32).detach().clone()
+        return logs
+
     def extra_d_terms(self, real_features: Tensor, conditions: dict[str, Any]) -> dict[str, Tensor]:
         """Critic loss terms beyond the adversarial one (e.g. a text-image contrastive term), read
         from the real images' ``critic_trunk`` features."""
@@ -189,11 +220,14 @@ class GANModule(pl.LightningModule):
             with torch.no_grad():
                 fake = self.synthesize(self.generator, self.sample_inputs(batch_size, conditions))
             condition = self.critic_condition(conditions)
+            adaptive = self.augment is not None and self.augment.adaptive
+            # augmented (or not) images are what the critic scores and what its penalties are taken at
             d_loss, d_parts = self.adversarial.d_loss(
-                self.critic_head, real, fake, condition=condition,
+                self.critic_head, self.augment_images(real), self.augment_images(fake), condition=condition,
                 mismatched=self.mismatched_condition(conditions),
                 step=self.batches_seen,  # counts critic steps: lazy R1 runs every r1_interval
                 trunk=self.critic_trunk, real_terms=lambda features: self.extra_d_terms(features, conditions),
+                on_real_scores=self.observe_real_scores if adaptive else None,
             )
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
@@ -201,13 +235,14 @@ class GANModule(pl.LightningModule):
 
         logs = {"loss/d": d_loss.detach(), **{f"loss/d_{k}": v.detach() for k, v in d_parts.items()}}
         self.batches_seen += 1
+        logs.update(self.adapt_augmentation())
         if self.batches_seen % self.d_steps_per_g == 0:
             with self.toggled_optimizer(opt_g):
                 with torch.no_grad():  # the generator step trains the generator only
                     conditions = self.conditions(batch)
                 inputs = self.sample_inputs(batch_size, conditions)
                 fake = self.synthesize(self.generator, inputs)
-                g_parts = self.generator_terms(fake, conditions)
+                g_parts = self.generator_terms(self.augment_images(fake), conditions)
                 g_parts.update(self.extra_g_terms(inputs))
                 g_loss = sum(g_parts.values())
                 opt_g.zero_grad(set_to_none=True)
