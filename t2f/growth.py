@@ -99,6 +99,11 @@ class ProgressiveSchedule:
     Stage lengths are ``kimg`` per resolution, or ``epochs`` per resolution of a training set
     of ``images_per_epoch`` images (the original T2F's unit). ``batch_size`` and ``lr`` per
     resolution are optional (None: the dataset's batch size, the optimizers' rates).
+
+    ``reset_optimizer``: clear the optimizers' state (Adam's moments) whenever a phase begins,
+    a fade-in or a stable part (see :meth:`phase`), as the official ProGAN and StyleGAN training
+    loops do (``reset_opt_for_new_lod=True``): moments gathered at the old resolution do not
+    scale the first steps at the new one.
     """
 
     def __init__(
@@ -111,6 +116,7 @@ class ProgressiveSchedule:
         lr: PerResolution = None,
         epochs: PerResolution = None,
         images_per_epoch: int | None = None,
+        reset_optimizer: bool = False,
     ) -> None:
         for name, res in (("start_resolution", start_resolution), ("max_resolution", max_resolution)):
             if res < 4 or res & (res - 1):
@@ -146,6 +152,7 @@ class ProgressiveSchedule:
             raise ValueError(f"model.schedule.lr must be positive, got {lr}")
         self.starts_kimg = [sum(self.kimg_per_stage[:i]) for i in range(len(self.resolutions))]
         self.total_kimg = sum(self.kimg_per_stage)
+        self.reset_optimizer = bool(reset_optimizer)
 
     def at(self, kimg: float) -> StageState:
         index = max(i for i, start in enumerate(self.starts_kimg) if kimg >= start or i == 0)
@@ -155,6 +162,12 @@ class ProgressiveSchedule:
         else:
             alpha = min(1.0, (kimg - self.starts_kimg[index]) / fade_kimg)
         return StageState(self.start_stage + index, self.resolutions[index], alpha)
+
+    @staticmethod
+    def phase(state: StageState) -> tuple[int, bool]:
+        """``(stage, fading)``: which part of the schedule a state is in. A new phase begins with
+        every fade-in and every stable part (ProGAN's change of ``floor`` or ``ceil`` of the lod)."""
+        return state.stage, state.alpha < 1.0
 
     def fade_kimg(self, index: int) -> float:
         """The fade-in of the stage at ``index``; the first stage has nothing to fade from."""

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from t2f.nets.layers import (
+    Blur,
     EqualizedConv2d,
     EqualizedLinear,
     MinibatchStdDev,
@@ -170,6 +171,19 @@ def test_resampling():
     torch.testing.assert_close(downsample2x(x)[0, 0, 0, 0], torch.tensor(2.5))
 
 
+def test_blur_is_the_normalised_binomial_filter_with_zero_padding():
+    x = torch.zeros(1, 2, 5, 5)
+    x[0, 0, 2, 2] = 16.0  # an impulse: the output is the kernel itself
+    x[0, 1] = 1.0  # a constant: kept inside, fades at the zero-padded border
+    y = Blur()(x)
+    k = torch.tensor([1.0, 2.0, 1.0])
+    torch.testing.assert_close(y[0, 0, 1:4, 1:4], torch.outer(k, k))
+    torch.testing.assert_close(y[0, 1, 1:4, 1:4], torch.ones(3, 3))
+    assert y[0, 1, 0, 0].item() == pytest.approx(9 / 16)
+    checker = (torch.arange(6)[:, None] + torch.arange(6)).remainder(2).float().view(1, 1, 6, 6) * 2 - 1
+    torch.testing.assert_close(Blur()(checker)[..., 1:5, 1:5], torch.zeros(1, 1, 4, 4))  # Nyquist removed
+
+
 # --------------------------------------------------------------------- stage helpers
 
 
@@ -315,6 +329,23 @@ def test_discriminator_fade_in_continuity():
             for k in range(stage - 1, 0, -1):
                 h = disc.blocks[k](h)
             torch.testing.assert_close(disc(x, stage, 1.0), disc.blocks[0](h, None))
+
+
+def test_discriminator_blur_gives_stylegans_block_blur_conv_downsample_then_lrelu():
+    """StyleGAN's D_basic: conv0 -> lrelu, then blur -> conv1 -> downsample -> lrelu (ProGAN's
+    critic, the default, has no blur and downsamples after the activation)."""
+    plain, blurred = _disc(), _disc(blur=True)
+    blurred.load_state_dict(plain.state_dict())  # same parameters: only the resampling differs
+    assert plain.blur is False and blurred.blur is True
+    x = torch.randn(2, CHANNELS[1], 8, 8)
+    block = blurred.blocks[1]
+    h = F.leaky_relu(block.conv1(x), 0.2)
+    expected = F.leaky_relu(downsample2x(block.conv2(Blur()(h))), 0.2)
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), expected)
+        torch.testing.assert_close(plain.blocks[1](x), downsample2x(F.leaky_relu(block.conv2(h), 0.2)))
+        image = torch.randn(4, 3, MAX_RES, MAX_RES)
+        assert not torch.allclose(blurred(image, 3), plain(image, 3))
 
 
 def test_conditional_discriminator():

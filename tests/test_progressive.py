@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+from t2f.callbacks.progressive import ProgressiveGrowing
 from t2f.growth import ProgressiveSchedule, fade_real
 from t2f.nets.layers import downsample2x, upsample2x
 from t2f.train import train
@@ -90,6 +92,46 @@ def test_real_images_fade_like_generated_ones():
 def _t2f_run(tmp_path: Path, overrides: list[str] | None = None):
     cfg = compose_config(tmp_path, ["trainer.log_every_n_steps=1", *(overrides or [])], model="t2f")
     return cfg, train(cfg)
+
+
+def _batches_that_reset(callback: ProgressiveGrowing, schedule: ProgressiveSchedule,
+                        kimgs: list[float]) -> list[float]:
+    """Runs the callback over batches at ``kimgs`` with one Adam step each, from an optimizer that
+    already has state; the kimg of every batch that found that state cleared."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.Adam([param])
+    trainer = SimpleNamespace(optimizers=[optimizer], datamodule=None)
+    module = SimpleNamespace(schedule=schedule, kimg=kimgs[0], stage=0, alpha=1.0)
+    param.grad = torch.ones(1)
+    optimizer.step()  # state as a run (or a resumed checkpoint) has it
+    callback.on_fit_start(trainer, module)
+    resets = []
+    for kimg in kimgs:
+        module.kimg = kimg
+        callback.on_train_batch_start(trainer, module, None, 0)
+        if not optimizer.state:
+            resets.append(kimg)
+        optimizer.step()
+    return resets
+
+
+def test_reset_optimizer_clears_adam_state_as_each_fade_in_and_stable_phase_begins():
+    # the official ProGAN/StyleGAN loops (reset_opt_for_new_lod): 8 px fades in over [1, 2) kimg,
+    # is stable over [2, 3); 16 px fades in over [3, 4), is stable over [4, 5)
+    kimgs = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5]
+    schedule = ProgressiveSchedule(16, kimg={4: 1, 8: 2, 16: 2}, fade_in_fraction=0.5, reset_optimizer=True)
+    assert _batches_that_reset(ProgressiveGrowing(), schedule, kimgs) == [1.0, 2.0, 3.0, 4.0]
+    kept = ProgressiveSchedule(16, kimg={4: 1, 8: 2, 16: 2}, fade_in_fraction=0.5)  # the default keeps it
+    assert _batches_that_reset(ProgressiveGrowing(), kept, kimgs) == []
+    # resumed after a batch at 2.5 kimg: no reset on resume, the next one where an unbroken run has it
+    first = ProgressiveGrowing()
+    _batches_that_reset(first, schedule, kimgs[:6])
+    resumed = ProgressiveGrowing()
+    resumed.load_state_dict(first.state_dict())
+    assert _batches_that_reset(resumed, schedule, [2.5, 2.75, 3.0, 3.5]) == [3.0]
+    fresh = ProgressiveGrowing()
+    fresh.load_state_dict({"stage": 1, "resolution": 8, "alpha": 1.0})  # a checkpoint from before the option
+    assert _batches_that_reset(fresh, schedule, [2.5, 3.0]) == [3.0]
 
 
 def test_t2f_trains_across_every_stage_switch_with_per_stage_batch_sizes(tmp_path):

@@ -138,6 +138,19 @@ def test_fade_in_at_alpha_zero_equals_the_previous_stage_upsampled():
         assert not torch.allclose(g.synthesis(ws, stage, 0.5, noise), faded)
 
 
+def test_the_stylegan_config_builds_the_papers_critic_and_optimizer_resets(tmp_path):
+    """model=stylegan: the critic blurs before each downsampling (D_basic) and Adam's state is reset
+    at every fade-in and stable phase (the official loop); ProGAN's critic without blur on request."""
+    from hydra.utils import instantiate
+
+    cfg = compose_config(tmp_path, model="stylegan")
+    module = instantiate(cfg.model)
+    assert module.discriminator.blur and module.schedule.reset_optimizer
+    assert all(block.blur is not None for block in module.discriminator.blocks[1:])
+    plain = instantiate(cfg.model, d_blur=False)
+    assert not plain.discriminator.blur and all(block.blur is None for block in plain.discriminator.blocks[1:])
+
+
 # --- loss ----------------------------------------------------------------------------------
 
 def test_r1_on_a_linear_critic_and_lazy_weighting():

@@ -2,8 +2,8 @@
 
 The schedule (``t2f.growth.ProgressiveSchedule``) is a pure function of images seen;
 ``ProgressiveGrowing`` applies it to any module exposing ``schedule``, ``stage`` and ``alpha``
-(T2F, StyleGAN): stage, alpha, the stage's learning rate and batch size. For other modules it
-does nothing.
+(T2F, StyleGAN): stage, alpha, the stage's learning rate and batch size, and (with
+``schedule.reset_optimizer``) fresh optimizer state at each phase. For other modules it does nothing.
 """
 
 from __future__ import annotations
@@ -18,12 +18,16 @@ from t2f.growth import ProgressiveSchedule, StageState
 class ProgressiveGrowing(pl.Callback):
     """Before and after every batch, sets the module's ``stage`` and ``alpha`` from images seen.
 
-    When the stage changes it sets that stage's learning rate (optimizer state is kept) and,
-    if the batch size changes, ends the epoch early so Lightning rebuilds the data loader.
+    When the stage changes it sets that stage's learning rate and, if the batch size changes,
+    ends the epoch early so Lightning rebuilds the data loader. Optimizer state is kept, unless
+    the schedule's ``reset_optimizer`` clears it before the first batch of every phase (fade-in
+    or stable part); the phase last trained is saved in checkpoints, so a resumed run resets
+    exactly where an uninterrupted one does.
     """
 
     def __init__(self) -> None:
         self.state: StageState | None = None
+        self.trained_phase: tuple[int, bool] | None = None  # (stage, fading) of the last batch trained
 
     @staticmethod
     def _schedule(pl_module: pl.LightningModule) -> ProgressiveSchedule | None:
@@ -41,6 +45,15 @@ class ProgressiveGrowing(pl.Callback):
         schedule = self._schedule(pl_module)
         if schedule is not None:
             self._apply(trainer, pl_module, schedule.at(pl_module.kimg))
+            self._enter_phase(trainer, schedule, schedule.phase(self.state))
+
+    def _enter_phase(self, trainer: pl.Trainer, schedule: ProgressiveSchedule, phase: tuple[int, bool]) -> None:
+        """Before a batch of ``phase``: clear the optimizers' state if the last batch trained was in
+        another phase and the schedule asks for it (the official loops' reset_opt_for_new_lod)."""
+        if schedule.reset_optimizer and self.trained_phase not in (None, phase):
+            for optimizer in trainer.optimizers:
+                optimizer.state.clear()
+        self.trained_phase = phase
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            *args: Any) -> None:
@@ -77,7 +90,14 @@ class ProgressiveGrowing(pl.Callback):
     def state_dict(self) -> dict[str, Any]:
         if self.state is None:
             return {}
-        return {"stage": self.state.stage, "resolution": self.state.resolution, "alpha": self.state.alpha}
+        state = {"stage": self.state.stage, "resolution": self.state.resolution, "alpha": self.state.alpha}
+        if self.trained_phase is not None:
+            state["trained_phase"] = list(self.trained_phase)
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        phase = state_dict.get("trained_phase")  # absent in older checkpoints: no reset on resume
+        self.trained_phase = None if phase is None else (int(phase[0]), bool(phase[1]))
 
 
 def _set_learning_rate(trainer: pl.Trainer, lr: float | None) -> None:

@@ -1,4 +1,5 @@
-"""StyleGAN (v1): style-based generator grown progressively, ProGAN critic with minibatch stddev.
+"""StyleGAN (v1): style-based generator grown progressively, ProGAN critic with minibatch stddev
+and StyleGAN's blur before each downsampling (``model.d_blur``; false: ProGAN's critic).
 
 Training follows Karras et al. (2019): style mixing regularisation (two latents, the generator
 switches from one to the other at a random layer among those of the current stage), noise
@@ -64,6 +65,7 @@ class StyleGANModule(TextConditionedMixin, ProgressiveMixin, GANModule):
         w_avg_beta: float = 0.995,
         truncation_psi: float = 0.7,
         truncation_cutoff: int | None = 8,
+        d_blur: bool = False,  # the config says true; false keeps older checkpoints (no d_blur key) as they trained
         **base: Any,
     ) -> None:
         growth = ProgressiveSchedule(max_resolution=resolution, **dict(schedule))
@@ -100,7 +102,7 @@ class StyleGANModule(TextConditionedMixin, ProgressiveMixin, GANModule):
         )
         self.discriminator = ProGANDiscriminator(
             resolution, channels=d_channels, mbstd_group_size=mbstd_group_size,
-            condition_dim=text_dim, embed_dim=self.image_embedding_dim, **widths,
+            condition_dim=text_dim, embed_dim=self.image_embedding_dim, blur=d_blur, **widths,
         )
         self.init_ema()
 

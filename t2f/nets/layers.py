@@ -11,6 +11,8 @@ Lightning, so ProGAN (T2F) and StyleGAN reuse the same pieces:
 * :class:`MinibatchStdDev` -- minibatch standard deviation feature(s) (ProGAN Sec. 3,
   grouped variant of StyleGAN / StyleGAN2).
 * :func:`upsample2x` (nearest) and :func:`downsample2x` (2x2 average pooling).
+* :class:`Blur` -- StyleGAN's binomial ``[1, 2, 1]`` low-pass filter, applied after upsampling
+  in the generator and before downsampling in the critic.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from torch import nn
 
 __all__ = [
     "DEFAULT_GAIN",
+    "Blur",
     "EqualizedConv2d",
     "EqualizedLinear",
     "MinibatchStdDev",
@@ -248,3 +251,23 @@ def upsample2x(x: torch.Tensor) -> torch.Tensor:
 def downsample2x(x: torch.Tensor) -> torch.Tensor:
     """2x downsampling of a ``(B, C, H, W)`` tensor by 2x2 average pooling."""
     return F.avg_pool2d(x, kernel_size=2, stride=2)
+
+
+class Blur(nn.Module):
+    """Depthwise low-pass filter: the separable binomial kernel ``[1, 2, 1]``, normalised to sum 1,
+    with zero padding ("same" size), as StyleGAN's ``blur2d``.
+
+    StyleGAN (Karras et al. 2019, Sec. 2 / networks_stylegan.py) blurs after every upsampling in
+    the generator and before every downsampling in the critic, so that nearest-neighbour
+    upsampling and 2x2 pooling do not pass aliased high frequencies.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        k = torch.tensor([1.0, 2.0, 1.0])
+        k = torch.outer(k, k)
+        self.register_buffer("kernel", (k / k.sum())[None, None], persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        return F.conv2d(x, self.kernel.to(x.dtype).expand(c, 1, 3, 3), padding=1, groups=c)

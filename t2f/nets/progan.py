@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from t2f.nets.layers import (
+    Blur,
     EqualizedConv2d,
     EqualizedLinear,
     MinibatchStdDev,
@@ -226,18 +227,25 @@ class ProGANGenerator(nn.Module):
 
 
 class _DiscriminatorBlock(nn.Module):
-    """(conv 3x3 -> lrelu) x 2 -> downsample2x; widths C_k -> C_k -> C_{k-1}."""
+    """(conv 3x3 -> lrelu) x 2 -> downsample2x; widths C_k -> C_k -> C_{k-1}.
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    With ``blur`` it is StyleGAN's ``D_basic`` block instead: conv 3x3 -> lrelu, then
+    blur -> conv 3x3 -> downsample2x -> lrelu (the low-pass filter before the downsampling,
+    and the activation after it, as in the official networks_stylegan.py).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, blur: bool = False) -> None:
         super().__init__()
         self.conv1 = EqualizedConv2d(in_channels, in_channels, 3)
         self.conv2 = EqualizedConv2d(in_channels, out_channels, 3)
         self.act = _lrelu()
+        self.blur = Blur() if blur else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.conv1(x))
-        x = self.act(self.conv2(x))
-        return downsample2x(x)
+        if self.blur is None:
+            return downsample2x(self.act(self.conv2(x)))
+        return self.act(downsample2x(self.conv2(self.blur(x))))
 
 
 class _DiscriminatorFinalBlock(nn.Module):
@@ -299,6 +307,8 @@ class ProGANDiscriminator(nn.Module):
             the 128-of-512 ratio of StackGAN/T2F).
         embed_dim: size of an image embedding read from the 4x4 features before the condition
             joins (0: none); a contrastive loss aligns it with caption embeddings.
+        blur: StyleGAN's critic blocks (``D_basic``): a ``[1, 2, 1]`` blur before each
+            downsampling convolution and the activation after the downsampling (False: ProGAN's).
 
     ``forward(image, stage, alpha, condition)`` returns raw scores of shape ``(B,)``; it is
     ``head(features(image, stage, alpha), condition)``, and ``embed(features)`` gives the
@@ -317,6 +327,7 @@ class ProGANDiscriminator(nn.Module):
         condition_dim: int = 0,
         condition_channels: int | None = None,
         embed_dim: int = 0,
+        blur: bool = False,
     ) -> None:
         super().__init__()
         if condition_dim < 0:
@@ -327,6 +338,7 @@ class ProGANDiscriminator(nn.Module):
         self.channels = resolve_channels(self.max_resolution, channels, fmap_base, fmap_max)
         self.in_channels = int(in_channels)
         self.condition_dim = int(condition_dim)
+        self.blur = bool(blur)
         if condition_channels is None:
             condition_channels = max(1, self.channels[0] // 4)
         if condition_channels < 1:
@@ -347,7 +359,7 @@ class ProGANDiscriminator(nn.Module):
             )
         ]
         for k in range(1, self.num_stages):
-            blocks.append(_DiscriminatorBlock(self.channels[k], self.channels[k - 1]))
+            blocks.append(_DiscriminatorBlock(self.channels[k], self.channels[k - 1], blur=blur))
         self.blocks = nn.ModuleList(blocks)
         if embed_dim < 0:
             raise ValueError(f"embed_dim must be >= 0, got {embed_dim}")

@@ -13,7 +13,8 @@ Networks" (CVPR 2019), with the paper's names:
 * :class:`StyleGANGenerator` -- both, plus style mixing regularisation, the tracked average
   ``w_avg`` (a buffer, so it is in checkpoints) and the truncation trick.
 
-The critic is ProGAN's (:class:`t2f.nets.progan.ProGANDiscriminator`, minibatch stddev).
+The critic is ProGAN's (:class:`t2f.nets.progan.ProGANDiscriminator`, minibatch stddev) with
+StyleGAN's blur before each downsampling (``blur=True``, the paper's ``D_basic``).
 """
 
 from __future__ import annotations
@@ -21,10 +22,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from t2f.nets.layers import EqualizedConv2d, EqualizedLinear, PixelNorm, upsample2x
+from t2f.nets.layers import Blur, EqualizedConv2d, EqualizedLinear, PixelNorm, upsample2x
 from t2f.nets.progan import (
     _check_stage_alpha,
     resolve_channels,
@@ -106,20 +106,6 @@ class MappingNetwork(nn.Module):
         for layer in self.layers:
             x = self.act(layer(x))
         return x
-
-
-class Blur(nn.Module):
-    """Low-pass filter after upsampling: the separable ``[1, 2, 1]`` kernel, normalised, depthwise."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        k = torch.tensor([1.0, 2.0, 1.0])
-        k = torch.outer(k, k)
-        self.register_buffer("kernel", (k / k.sum())[None, None], persistent=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        c = x.shape[1]
-        return F.conv2d(x, self.kernel.to(x.dtype).expand(c, 1, 3, 3), padding=1, groups=c)
 
 
 class NoiseInjection(nn.Module):
