@@ -55,11 +55,11 @@ def direction(key: str) -> str | None:
     name = parts[1] if parts[0] == "metrics" and len(parts) > 1 else parts[0]
     if name.endswith("_std"):
         return None
-    if parts[0] == "loss" or name in ("swd", "fid", "kid"):
+    if parts[0] == "loss" or name in ("swd", "swd_conditional", "fid", "kid"):
         return "min"
-    if name in ("is", "alignment", "r_precision", "classifier_accuracy") or name.endswith("_ceiling"):
+    if name in ("is", "alignment", "alignment_match", "alignment_accuracy", "r_precision", "classifier_accuracy"):
         return "max"
-    return None
+    return None  # also real faces' own values (_real, _floor) and diversity (best at 1, not at a maximum)
 
 
 # --- finding runs ----------------------------------------------------------------------------

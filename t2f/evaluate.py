@@ -1,4 +1,5 @@
-"""Evaluate a checkpoint: ``python -m t2f.evaluate ckpt=PATH metrics=[swd,alignment,fid] num_samples=10000 seeds=3``.
+"""Evaluate a checkpoint: ``python -m t2f.evaluate ckpt=PATH metrics=[swd,alignment,fid] num_samples=10000 seeds=3``,
+or score a folder of images against another: ``python -m t2f.evaluate images=DIR real_images=DIR metrics=fid``.
 
 The module and datamodule are rebuilt from the resolved config stored in the checkpoint
 (``ckpt["t2f"]["config"]``), the weights loaded, and the stage/alpha restored by the module's
@@ -7,6 +8,12 @@ The metrics are those of training (``conf/metrics``, the same ``MetricSuite`` an
 real-statistics cache). Samples come from the EMA generator; text-conditional models get
 validation captions. Prints a table of mean ± std over seeds with the protocol beside each
 number, and writes the same as JSON.
+
+With ``images`` and ``real_images`` (two folders of PNG/JPEG images) there is no checkpoint:
+FID, KID and IS of ``images`` against ``real_images`` are computed as
+``torch_fidelity.calculate_metrics(input1=images, input2=real_images, ...)`` computes them (the
+same files, decoding, resize and numbers), with the ``metrics.inception`` options; the KID subset
+size is clamped to the image counts. The equivalent torch-fidelity call is printed and saved.
 """
 
 from __future__ import annotations
@@ -20,16 +27,21 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from t2f.checkpoints import load_checkpoint, resolve_device
+from t2f.checkpoints import load_checkpoint, resolve_device, user_errors
 from t2f.utils import text_table
 
-__all__ = ["evaluate", "format_table", "load_checkpoint"]
+__all__ = ["evaluate", "evaluate_folders", "format_table", "load_checkpoint"]
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Run the evaluation of ``cfg`` (conf/evaluate.yaml); returns the report written as JSON."""
     from hydra.utils import instantiate
 
+    if cfg.get("images") or cfg.get("real_images"):
+        return evaluate_folders(cfg)
+    if not cfg.get("ckpt"):
+        raise ValueError("give ckpt=PATH (a checkpoint written by training), or images=DIR real_images=DIR "
+                         "metrics=fid to score a folder of images against another")
     device = resolve_device(str(cfg.device))
     module, datamodule, ckpt = load_checkpoint(cfg.ckpt, device)
     if not cfg.get("metrics"):
@@ -75,6 +87,47 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return report
 
 
+def evaluate_folders(cfg: DictConfig) -> dict[str, Any]:
+    """FID/KID/IS of folder ``cfg.images`` against ``cfg.real_images``, torch-fidelity's numbers, so
+    that samples saved by any tool are scored by the reference protocol; returns the JSON report."""
+    from t2f.metrics.inception import INCEPTION, RNG_SEED, image_files, score_image_folders
+
+    metrics_cfg = cfg.get("metrics") or {}
+    opts = metrics_cfg.get("inception")
+    if not opts:
+        raise ValueError("scoring folders computes FID/KID/IS: add metrics=fid "
+                         "(and metrics.inception_weights=PATH where the weights cannot be downloaded)")
+    if not cfg.get("images") or not cfg.get("real_images"):
+        raise ValueError("give both images=DIR (the images to score) and real_images=DIR (the images to compare with)")
+    images, real = (str(Path(p).expanduser().resolve()) for p in (cfg.images, cfg.real_images))
+    counts = len(image_files(images)), len(image_files(real))
+    options = {"kid_subset_size": min(int(opts.kid_subset_size), *counts), "kid_subsets": int(opts.kid_subsets),
+               "isc_splits": int(opts.is_splits), "rng_seed": RNG_SEED}  # torch-fidelity's names
+    weights = metrics_cfg.get("inception_weights") or None
+    extractor = metrics_cfg.get("feature_extractor") or INCEPTION
+    values = score_image_folders(
+        images, real, weights, names=list(opts.names), kid_subset_size=options["kid_subset_size"],
+        kid_subsets=options["kid_subsets"], is_splits=options["isc_splits"], seed=options["rng_seed"],
+        batch_size=int(cfg.batch_size), device=resolve_device(str(cfg.device)), feature_extractor=extractor)
+    names = {"fid": "fid", "kid_mean": "kid", "kid_std": "kid_std", "is_mean": "is", "is_std": "is_std"}
+    features = (f"feature_extractor_weights_path={weights!r}" if extractor == INCEPTION
+                else f"feature_extractor=<the module in {weights}>")
+    reference = (f"torch_fidelity.calculate_metrics(input1={images!r}, input2={real!r}, fid=True, kid=True, "
+                 f"isc=True, {features}, " + ", ".join(f"{k}={v}" for k, v in options.items()) + ")")
+    report = {"images": images, "real_images": real, "num_images": counts[0], "num_real": counts[1],
+              "inception_weights": weights, "options": options, "reference": reference,
+              "metrics": {names[k]: v for k, v in values.items()}}
+    out = Path(cfg.out).expanduser() if cfg.get("out") else Path(images).with_name(Path(images).name + ".metrics.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"{images} ({counts[0]} images) against {real} ({counts[1]} images)")
+    print(text_table(("metric", "value"), [(k, f"{v:.6g}") for k, v in report["metrics"].items()]))
+    print(f"equal to {reference}")
+    print(f"Wrote {out}")
+    report["out"] = str(out)
+    return report
+
+
 def format_table(report: dict[str, Any]) -> str:
     """Plain-text table: metric, mean ± std over seeds, protocol."""
     head = (f"{report['model']} at {report['kimg']:.1f} kimg, {report['resolution']}px, "
@@ -90,7 +143,8 @@ def format_table(report: dict[str, Any]) -> str:
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     OmegaConf.resolve(cfg)
-    evaluate(cfg)
+    with user_errors():
+        evaluate(cfg)
 
 
 if __name__ == "__main__":

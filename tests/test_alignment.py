@@ -70,7 +70,7 @@ def test_real_images_score_the_classifier_accuracy_and_text_blind_generator_scor
                 for a in range(len(task.names)) if mentioned[:, a].any()]
     accuracy = float(torch.stack(per_attr).mean())
     ceiling = real_alignment(net, task, dm.val_set, range(len(dm.val_set)), priors, 16, seed=0)
-    assert float(ceiling["alignment_ceiling"]) == pytest.approx(accuracy, abs=1e-6)
+    assert float(ceiling["alignment_accuracy_real"]) == pytest.approx(accuracy, abs=1e-6)
     assert float(ceiling["classifier_accuracy"]) == pytest.approx(float((preds == truth).float().mean()), abs=1e-6)
     assert accuracy > 0.6, accuracy  # the classifier learned something: the test below means something
 
@@ -79,8 +79,8 @@ def test_real_images_score_the_classifier_accuracy_and_text_blind_generator_scor
     cand, valid = mismatched_candidates(targets, targets, 99, torch.Generator().manual_seed(0))
     real.update(log_probs, targets, cand, valid)
     real_values = real.compute()
-    assert float(real_values["alignment"]) == pytest.approx(accuracy, abs=1e-6)
-    assert float(real_values["r_precision"]) == pytest.approx(float(ceiling["r_precision_ceiling"]), abs=1e-6)
+    assert float(real_values["alignment_accuracy"]) == pytest.approx(accuracy, abs=1e-6)
+    assert float(real_values["r_precision"]) == pytest.approx(float(ceiling["r_precision_real"]), abs=1e-6)
 
     # A generator that ignores the text: its images are unrelated to the captions.
     perm = torch.randperm(len(captions), generator=torch.Generator().manual_seed(1))
@@ -98,10 +98,54 @@ def test_real_images_score_the_classifier_accuracy_and_text_blind_generator_scor
             p_cap = torch.bincount(targets[m, a], minlength=k).double() / int(m.sum())
             chance.append(float((p_pred * p_cap).sum()))
     chance_level = sum(chance) / len(chance)
-    assert abs(float(blind_values["alignment"]) - chance_level) < 0.08, (blind_values["alignment"], chance_level)
-    assert float(real_values["alignment"]) > chance_level + 0.2
+    assert abs(float(blind_values["alignment_accuracy"]) - chance_level) < 0.08, (blind_values, chance_level)
+    assert float(real_values["alignment_accuracy"]) > chance_level + 0.2
     assert float(blind_values["r_precision"]) < 0.06  # about 1/100
     assert float(real_values["r_precision"]) > 0.2  # 0.33 here; chance is 0.01, so far from any CPU's rounding
+
+
+def test_alignment_is_one_for_real_faces_zero_for_ignored_text_and_a_caricature_cannot_beat_real(trained) -> None:
+    """Real faces that the reference never saw (the training images with their own captions)
+    score about 1; the same faces with shuffled captions about 0; and a caricature (every
+    mentioned attribute certain) tops the accuracy but loses on the distribution-matched score."""
+    dm, task, net, priors = trained
+    reference = real_alignment(net, task, dm.val_set, range(len(dm.val_set)), priors, 16, seed=0)
+    evidence = {k: reference[f"evidence_{k}"] for k in ("reference", "real", "floor")}
+    log_priors = [p.log() for p in priors]
+    idx = list(range(600))
+    data = _items(dm.train_set, idx, ("image",))
+    log_probs = predict_log_probs(net, data["image"])
+    targets = task.targets([_item_captions(dm.train_set, i)[0] for i in idx])
+
+    def score(lp, tg):
+        metric = AlignmentMetric(task.names, log_priors, reference=evidence, sync_on_compute=False)
+        for start in (300, 0):  # out of order: the sample indices put them back
+            metric.update([x[start:start + 300] for x in lp], tg[start:start + 300],
+                          index=torch.arange(start, start + 300))
+        return metric.compute()
+
+    real = score(log_probs, targets)
+    blind = score(log_probs, targets[torch.randperm(600, generator=torch.Generator().manual_seed(3))])
+    certain = [torch.full_like(lp, -30.0).scatter(1, targets[:, a].clamp_min(0)[:, None], -1e-6)
+               for a, lp in enumerate(log_probs)]
+    caricature = score(certain, targets)
+    assert 0.7 < float(real["alignment"]) < 1.4, real
+    assert abs(float(blind["alignment"])) < 0.35, blind
+    assert float(caricature["alignment_accuracy"]) == 1.0 > float(real["alignment_accuracy"])
+    assert float(caricature["alignment"]) < 0.5 * float(real["alignment"]), caricature
+    assert float(reference["alignment_accuracy_real"]) < 1.0
+
+
+def test_ks_distance_and_mentioned_evidence_by_hand() -> None:
+    from t2f.metrics.alignment import ks_distance, mentioned_evidence
+
+    a, b = torch.tensor([0.0, 1.0, 2.0, 3.0]), torch.tensor([2.5, 3.5])
+    assert float(ks_distance(a, b)) == pytest.approx(0.75)  # at 2.0: F_a = 0.75, F_b = 0
+    assert float(ks_distance(a, a.flip(0))) == 0.0
+    lp = [torch.tensor([[0.8, 0.2], [0.5, 0.5]]).log(), torch.tensor([[0.1, 0.9], [0.3, 0.7]]).log()]
+    ev = mentioned_evidence(lp, torch.tensor([[0, -1], [1, 1]]))
+    expected = torch.tensor([[4.0, float("nan")], [1.0, 0.7 / 0.3]]).log()
+    assert torch.allclose(ev, expected, equal_nan=True, atol=1e-5)
 
 
 def test_mismatched_candidates_are_distinct_and_differ() -> None:

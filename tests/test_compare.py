@@ -107,3 +107,5 @@ def test_directions_are_explicit():
     assert [direction(k) for k in ("loss/d", "metrics/swd", "metrics/fid", "metrics/kid")] == ["min"] * 4
     assert [direction(k) for k in ("metrics/is", "metrics/alignment", "metrics/r_precision")] == ["max"] * 3
     assert direction("metrics/kid_std") is None
+    assert direction("metrics/diversity") is None and direction("metrics/alignment_accuracy_real") is None
+    assert direction("metrics/swd_conditional") == "min" and direction("metrics/alignment_accuracy") == "max"

@@ -21,9 +21,11 @@ def test_evaluate_cli_prints_table_and_writes_json(tmp_path: Path) -> None:
     train(cfg)
     ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     out = tmp_path / "eval" / "result.json"
-    args = [f"ckpt={ckpt}", "metrics=[swd,alignment]", "num_samples=16", "num_real=32", "batch_size=8", "seeds=2",
-            f"out={out}", f"paths.cache_dir={tmp_path.parent / 't2f-cache'}", "metrics.swd.dirs_per_repeat=32",
-            "metrics.alignment.epochs=1", "metrics.alignment.width=8", "metrics.alignment.val_images=16"]
+    args = [f"ckpt={ckpt}", "metrics=[swd,alignment,diversity]", "num_samples=16", "num_real=32", "batch_size=8",
+            "seeds=2", f"out={out}", f"paths.cache_dir={tmp_path.parent / 't2f-cache'}", "metrics.swd.dirs_per_repeat=32",
+            "metrics.alignment.epochs=1", "metrics.alignment.width=8", "metrics.alignment.val_images=16",
+            "metrics.alignment.min_count=2", "metrics.diversity.captions=4", "metrics.diversity.per_caption=4",
+            "metrics.diversity.min_real=2"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-m", "t2f.evaluate", *args], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=300)
@@ -31,7 +33,8 @@ def test_evaluate_cli_prints_table_and_writes_json(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert report["model"] == "T2FModule" and report["resolution"] == 32 and report["seeds"] == [0, 1]
     metrics = report["metrics"]
-    for name in ("swd", "alignment", "r_precision", "alignment_ceiling", "classifier_accuracy"):
+    for name in ("swd", "alignment", "alignment_accuracy", "r_precision", "alignment_accuracy_real",
+                 "r_precision_vs_real", "classifier_accuracy", "diversity", "swd_conditional"):
         assert name in metrics, sorted(metrics)
         assert len(metrics[name]["values"]) == 2 and metrics[name]["protocol_key"]
         assert metrics[name]["protocol"] in result.stdout  # the protocol is printed beside the number

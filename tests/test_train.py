@@ -23,7 +23,7 @@ GROUP_OPTIONS = {
     "trainer": ["default", "cpu", "gpu", "ddp", "ddp_cpu", "debug"],
     "logger": ["wandb", "tensorboard", "csv", "none"],
     "callbacks": ["default"],
-    "metrics": ["none", "swd", "fid", "alignment"],
+    "metrics": ["none", "swd", "fid", "alignment", "diversity"],
     "experiment": ["dcgan_synthetic64", "stylegan_celeba128", "t2f_original"],
     "hparams_search": ["optuna"],
 }

@@ -17,8 +17,22 @@ So this module builds the extractor once (``FeatureExtractorInceptionV3`` with f
 ``2048`` and ``logits_unbiased``, loading from a local file that it resolves itself), runs it
 once per batch, and feeds the features to torchmetrics' metrics, which are given a
 pass-through ``feature`` module. torchmetrics then owns the states and their DDP reduction.
-KID and IS are computed with a seeded generator over a canonical order of the features, so
-the same protocol gives the same number whatever the batching and the number of processes.
+
+The numbers are torch-fidelity's: ``compute`` passes the gathered states to its own
+``fid_statistics_to_metric``, ``kid_features_to_metric`` and ``isc_features_to_metric`` with its
+seed (``rng_seed=2020``), so that for the same images FID, KID and IS equal
+``torch_fidelity.calculate_metrics(input1=generated, input2=real, fid=True, kid=True, isc=True)``
+(IS is of ``input1``; FID to ~1e-6 relative, its statistics coming from float64 sums; KID and IS
+exactly). KID subsets and IS splits depend on the order of the images, so each feature carries
+its sample number (``index``: its place in the folder, among the generated samples, in the real
+subset) and ``compute`` sorts by it: the numbers do not depend on the batching or on the number
+of processes. torch-fidelity's KID runs in float32 NumPy on the CPU (100 subsets of 1000 images
+take seconds on a many-core machine); it is kept as is for exact equality.
+
+``score_image_folders(generated_dir, real_dir, weights)`` reads two folders exactly as
+torch-fidelity does (its file listing and ``ImagesPathDataset``: PIL -> RGB uint8, no resize but
+the extractor's own) and returns the three metrics; ``python -m t2f.evaluate images=DIR
+real_images=DIR metrics=fid`` is its command line.
 
 With no weights file and no internet, ``build_inception_metrics`` emits one
 ``InceptionWeightsUnavailableWarning`` (which file, where to get it, where to put it) and
@@ -31,19 +45,35 @@ import hashlib
 import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
+from torch_fidelity.datasets import ImagesPathDataset
+from torch_fidelity.defaults import DEFAULTS as FIDELITY_DEFAULTS
 from torch_fidelity.feature_extractor_inceptionv3 import (
     URL_INCEPTION_V3,
     FeatureExtractorInceptionV3,
 )
+from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
+from torch_fidelity.metric_isc import (
+    KEY_METRIC_ISC_MEAN,
+    KEY_METRIC_ISC_STD,
+    isc_features_to_metric,
+)
+from torch_fidelity.metric_kid import (
+    KEY_METRIC_KID_MEAN,
+    KEY_METRIC_KID_STD,
+    kid_features_to_metric,
+)
+from torch_fidelity.utils import glob_samples_paths
 from torchmetrics import Metric
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
-from torchmetrics.image.kid import KernelInceptionDistance, poly_mmd
+from torchmetrics.image.kid import KernelInceptionDistance
 from torchmetrics.utilities import dim_zero_cat
 
 from t2f.metrics.common import as_rgb, dist_rank_world, full_precision, to_uint8
@@ -55,7 +85,9 @@ __all__ = [
     "InceptionWeightsUnavailableWarning",
     "build_inception_metrics",
     "default_inception_weights_path",
+    "image_files",
     "load_feature_extractor",
+    "score_image_folders",
 ]
 
 INCEPTION_WEIGHTS_URL: str = URL_INCEPTION_V3
@@ -64,6 +96,8 @@ INCEPTION = "inception-v3-compat"
 MODULE = "module"
 METRIC_NAMES = ("fid", "kid", "is")
 _PROBE_RESOLUTION = 64
+RNG_SEED: int = int(FIDELITY_DEFAULTS["rng_seed"])  # 2020: torch-fidelity's seed for KID subsets and IS splits
+IMAGE_EXTENSIONS: str = FIDELITY_DEFAULTS["samples_find_ext"]  # "png,jpg,jpeg", as torch-fidelity lists a folder
 _WARNED: set[str] = set()
 
 
@@ -229,86 +263,141 @@ class _PassThrough(nn.Module):
         return x
 
 
-def _canonical_order(features: Tensor, seed: int) -> Tensor:
-    """Rows sorted by a fixed random projection: independent of batching and DDP gather order."""
-    gen = torch.Generator().manual_seed(seed + 9176)
-    direction = torch.randn(features.shape[1], generator=gen, dtype=torch.float64).to(features.device)
-    return features[torch.argsort(features.double() @ direction, stable=True)]
+def _in_order(features: Tensor | list[Tensor], index: Tensor | list[Tensor]) -> Tensor:
+    """Rows sorted by sample number: torch-fidelity's input order, whatever the batching or DDP gather."""
+    feats, idx = dim_zero_cat(features), dim_zero_cat(index)
+    return feats[torch.argsort(idx.to(feats.device), stable=True)]
 
 
-class _Seeded:
-    """Mixed into torchmetrics' KID/IS: a seed for their random draws, and quiet construction
-    (they warn that they keep all features, which is what a seeded recompute needs)."""
+def _count(state: Tensor | list[Tensor]) -> int:
+    return int(state.shape[0]) if isinstance(state, Tensor) else sum(int(t.shape[0]) for t in state)
 
-    def __init__(self, seed: int = 0, **kwargs: Any) -> None:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
-            super().__init__(**kwargs)
+
+def _quiet_init(metric: Metric, init: Any, **kwargs: Any) -> None:
+    """torchmetrics' KID/IS warn that they keep all features, which is what torch-fidelity needs."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
+        init(metric, **kwargs)
+
+
+class _FidelityFID(FrechetInceptionDistance):
+    """torchmetrics' FID states (float64 sums, summed over ranks); the value is torch-fidelity's
+    ``fid_statistics_to_metric`` (input1 = generated) on the same mean and covariance (ddof 1)."""
+
+    def compute(self) -> Tensor:
+        n_fake, n_real = int(self.fake_features_num_samples), int(self.real_features_num_samples)
+        if min(n_fake, n_real) < 2:
+            raise ValueError(f"FID needs at least 2 real and 2 generated images, got {n_real} and {n_fake}")
+        fake = _fid_statistics(self.fake_features_sum, self.fake_features_cov_sum, n_fake)
+        real = _fid_statistics(self.real_features_sum, self.real_features_cov_sum, n_real)
+        return torch.tensor(fid_statistics_to_metric(fake, real, verbose=False)[KEY_METRIC_FID], dtype=torch.float64)
+
+
+def _fid_statistics(total: Tensor, outer: Tensor, n: int) -> dict[str, np.ndarray]:
+    """torch-fidelity's ``{"mu", "sigma"}`` (``np.cov``, ddof 1) from torchmetrics' float64 sums."""
+    mu = total.double() / n
+    sigma = (outer.double() - n * torch.outer(mu, mu)) / (n - 1)
+    return {"mu": mu.cpu().numpy(), "sigma": sigma.cpu().numpy()}
+
+
+class _FidelityKID(KernelInceptionDistance):
+    """torchmetrics' KID states, each feature with its sample number; the value is torch-fidelity's
+    ``kid_features_to_metric(generated, real)``: its seeded ``RandomState`` subsets, float32 kernel."""
+
+    def __init__(self, seed: int = RNG_SEED, **kwargs: Any) -> None:
+        _quiet_init(self, KernelInceptionDistance.__init__, **kwargs)
         self.seed = seed
+        for name in ("real_features", "fake_features", "real_index", "fake_index"):
+            self.add_state(name, [], dist_reduce_fx="cat")  # "cat": ranks may hold different batch counts
 
+    def update(self, imgs: Tensor, real: bool, index: Tensor) -> None:  # type: ignore[override]
+        super().update(imgs, real)
+        (self.real_index if real else self.fake_index).append(index)
 
-class _SeededKID(_Seeded, KernelInceptionDistance):
-    """torchmetrics' KID with seeded subset draws over a canonical order, in float64."""
+    def reset(self) -> None:
+        """torchmetrics keeps ``real_features`` when ``reset_real_features`` is False; keep their numbers too."""
+        if self.reset_real_features:
+            super().reset()
+            return
+        value = self._defaults.pop("real_index")
+        try:
+            super().reset()
+        finally:
+            self._defaults["real_index"] = value
 
     def compute(self) -> tuple[Tensor, Tensor]:
-        real = _canonical_order(dim_zero_cat(self.real_features).double(), self.seed)
-        fake = _canonical_order(dim_zero_cat(self.fake_features).double(), self.seed)
-        if min(real.shape[0], fake.shape[0]) < self.subset_size:
+        n_fake, n_real = _count(self.fake_features), _count(self.real_features)
+        if min(n_fake, n_real) < self.subset_size:
             raise ValueError(
-                f"KID subset size {self.subset_size} exceeds the number of images "
-                f"({real.shape[0]} real, {fake.shape[0]} fake); lower metrics.kid_subset_size"
-            )
-        gen = torch.Generator().manual_seed(self.seed)
-        scores = []
-        for _ in range(self.subsets):
-            r = real[torch.randperm(real.shape[0], generator=gen)[: self.subset_size].to(real.device)]
-            f = fake[torch.randperm(fake.shape[0], generator=gen)[: self.subset_size].to(fake.device)]
-            scores.append(poly_mmd(r, f, self.degree, self.gamma, self.coef))
-        kid = torch.stack(scores)
-        return kid.mean().float(), kid.std(unbiased=False).float()
+                f"KID subset size {self.subset_size} exceeds the number of images ({n_real} real, "
+                f"{n_fake} generated); lower metrics.inception.kid_subset_size")
+        out = kid_features_to_metric(
+            _in_order(self.fake_features, self.fake_index).float().cpu(),
+            _in_order(self.real_features, self.real_index).float().cpu(),
+            kid_subsets=self.subsets, kid_subset_size=self.subset_size, kid_kernel="poly",
+            kid_kernel_poly_degree=self.degree, kid_kernel_poly_gamma=self.gamma, kid_kernel_poly_coef0=self.coef,
+            rng_seed=self.seed, verbose=False)
+        return (torch.tensor(out[KEY_METRIC_KID_MEAN], dtype=torch.float64),
+                torch.tensor(out[KEY_METRIC_KID_STD], dtype=torch.float64))
 
 
-class _SeededIS(_Seeded, InceptionScore):
-    """torchmetrics' Inception Score with a seeded split permutation over a canonical order."""
+class _FidelityIS(InceptionScore):
+    """torchmetrics' IS state (generated logits), each with its sample number; the value is
+    torch-fidelity's ``isc_features_to_metric``: seeded shuffle, ``i * N // splits`` splits, ``np.std``."""
+
+    def __init__(self, seed: int = RNG_SEED, **kwargs: Any) -> None:
+        _quiet_init(self, InceptionScore.__init__, **kwargs)
+        self.seed = seed
+        for name in ("features", "index"):
+            self.add_state(name, [], dist_reduce_fx="cat")
+
+    def update(self, imgs: Tensor, index: Tensor) -> None:  # type: ignore[override]
+        super().update(imgs)
+        self.index.append(index)
 
     def compute(self) -> tuple[Tensor, Tensor]:
-        logits = _canonical_order(dim_zero_cat(self.features).double(), self.seed)
-        gen = torch.Generator().manual_seed(self.seed)
-        logits = logits[torch.randperm(logits.shape[0], generator=gen).to(logits.device)]
-        prob, log_prob = logits.softmax(dim=1), logits.log_softmax(dim=1)
-        scores = []
-        for p, lp in zip(prob.chunk(self.splits, dim=0), log_prob.chunk(self.splits, dim=0)):
-            kl = p * (lp - p.mean(dim=0, keepdim=True).log())
-            scores.append(kl.sum(dim=1).mean().exp())
-        s = torch.stack(scores)
-        return s.mean().float(), s.std().float()
+        n = _count(self.features)
+        if n < self.splits:
+            raise ValueError(f"IS with {self.splits} splits needs at least {self.splits} generated images, got {n}; "
+                             f"lower metrics.inception.is_splits")
+        logits = _in_order(self.features, self.index).float().cpu()
+        out = isc_features_to_metric(logits, self.splits, shuffle=True, rng_seed=self.seed)
+        return (torch.tensor(out[KEY_METRIC_ISC_MEAN], dtype=torch.float64),
+                torch.tensor(out[KEY_METRIC_ISC_STD], dtype=torch.float64))
 
 
 class _FeatureStore(Metric):
-    """All real features (cat over ranks), kept for ``real_statistics()`` whatever the metrics."""
+    """All real features with their sample numbers (cat over ranks), for ``real_statistics()``."""
 
     full_state_update = False
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.add_state("features", default=[], dist_reduce_fx="cat")
+        self.add_state("index", default=[], dist_reduce_fx="cat")
 
-    def update(self, features: Tensor) -> None:
+    def update(self, features: Tensor, index: Tensor) -> None:
         self.features.append(features)
+        self.index.append(index)
 
     def compute(self) -> Tensor:
-        return dim_zero_cat(self.features)
+        return _in_order(self.features, self.index)
 
 
 class InceptionMetrics(nn.Module):
     """FID / KID / IS on one shared feature extractor; a read-only mapping name -> torchmetrics Metric.
 
-    ``update(images, real)`` takes images in [-1, 1] (or uint8), runs the extractor once and
-    feeds every metric (IS sees fakes only). ``compute()`` -> ``{"fid", "kid_mean", "kid_std",
-    "is_mean", "is_std"}`` for the metrics built, as 0-dim float tensors; under DDP call update
-    and compute on every rank. ``reset()`` clears the fake side and keeps the real one (pass
-    ``real=True`` to clear both). ``real_statistics()`` / ``load_real_statistics()`` export and
-    restore the real side for the disk cache of ``t2f.metrics.protocol``.
+    ``update(images, real, index)`` takes images in [-1, 1] (or uint8), runs the extractor once
+    and feeds every metric (IS sees fakes only). ``index`` numbers the images within their side
+    (KID and IS, like torch-fidelity, depend on the order); without it, each process numbers its
+    images in update order and the processes interleave (rank r's k-th image is k * world + r, as
+    a ``DistributedSampler`` deals them). ``compute()`` -> ``{"fid", "kid_mean", "kid_std",
+    "is_mean", "is_std"}`` for the metrics built, as 0-dim float tensors, equal to torch-fidelity's
+    ``calculate_metrics`` with generated images as ``input1``; under DDP call update and compute on
+    every rank. ``seed`` is torch-fidelity's ``rng_seed``. ``reset()`` clears the fake side and
+    keeps the real one (pass ``real=True`` to clear both). ``real_statistics()`` /
+    ``load_real_statistics()`` export and restore the real side (in sample order) for the disk
+    cache of ``t2f.metrics.protocol``.
 
     Empty (``len() == 0``, falsy, ``available`` False) when the weights were unavailable; then
     update is a no-op and compute returns ``{}``. The extractor is held outside the module tree,
@@ -323,7 +412,7 @@ class InceptionMetrics(nn.Module):
         kid_subset_size: int = 1000,
         kid_subsets: int = 100,
         is_splits: int = 10,
-        seed: int = 0,
+        seed: int = RNG_SEED,
         batch_size: int = 64,
         **metric_kwargs: Any,
     ) -> None:
@@ -335,21 +424,22 @@ class InceptionMetrics(nn.Module):
         self.feature_extractor_id = feature_extractor_id
         self.batch_size = batch_size
         self.seed = seed
+        self._seen = {True: 0, False: 0}  # images numbered so far on this process, per side
         self.metrics = nn.ModuleDict()
         if extractor is None or not names:
             return
         num_features, num_logits = self._probe(extractor)
         self.real_store = _FeatureStore(**metric_kwargs)
         if "fid" in names:
-            self.metrics["fid"] = FrechetInceptionDistance(
+            self.metrics["fid"] = _FidelityFID(
                 feature=_PassThrough(num_features), reset_real_features=False, **metric_kwargs)
         if "kid" in names:
-            self.metrics["kid"] = _SeededKID(
+            self.metrics["kid"] = _FidelityKID(
                 seed=seed, feature=_PassThrough(num_features), subsets=kid_subsets,
                 subset_size=kid_subset_size, reset_real_features=False, **metric_kwargs)
         if "is" in names:
-            self.metrics["is"] = _SeededIS(seed=seed, feature=_PassThrough(num_logits), splits=is_splits,
-                                           **metric_kwargs)
+            self.metrics["is"] = _FidelityIS(seed=seed, feature=_PassThrough(num_logits), splits=is_splits,
+                                             **metric_kwargs)
 
     @staticmethod
     def _probe(extractor: nn.Module) -> tuple[int, int]:
@@ -413,38 +503,58 @@ class InceptionMetrics(nn.Module):
                 logits.append(lg.float())
         return {"features": torch.cat(feats), "logits": torch.cat(logits)}
 
-    def update(self, images: Tensor, real: bool) -> None:
-        """Add a batch of images (N, C, H, W) in [-1, 1] (or uint8) to the real or fake side."""
+    def update(self, images: Tensor, real: bool, index: Tensor | Sequence[int] | None = None) -> None:
+        """Add a batch of images (N, C, H, W) in [-1, 1] (or uint8) to the real or fake side;
+        ``index``: their sample numbers (see the class docstring)."""
         if not self.available:
             return
-        self.update_features(self.features(images), real)
+        self.update_features(self.features(images), real, index)
 
-    def update_features(self, features: Mapping[str, Tensor], real: bool) -> None:
+    def update_features(self, features: Mapping[str, Tensor], real: bool,
+                        index: Tensor | Sequence[int] | None = None) -> None:
         """Add already-extracted ``features()`` output to the real or fake side."""
         if not self.available:
             return
         feats = features["features"]
+        index = self._sample_numbers(feats.shape[0], real) if index is None else torch.as_tensor(index)
+        index = index.to(device=feats.device, dtype=torch.long)
+        if index.shape != (feats.shape[0],):
+            raise ValueError(f"index must hold one sample number per image: {tuple(index.shape)} for "
+                             f"{feats.shape[0]} images")
         if real:
-            self.real_store.update(feats)
+            self.real_store.update(feats, index)
         for name, metric in self.metrics.items():
             if name == "is":
                 if not real:
-                    metric.update(features["logits"])
+                    metric.update(features["logits"], index=index)
+            elif name == "kid":
+                metric.update(feats, real=real, index=index)
             else:
                 metric.update(feats, real=real)
 
-    def compute(self) -> dict[str, Tensor]:
+    def _sample_numbers(self, n: int, real: bool) -> Tensor:
+        """Default numbering: this process's k-th image is k * world + rank (interleaved ranks)."""
+        rank, world = dist_rank_world()
+        start = self._seen[real]
+        self._seen[real] += n
+        return torch.arange(start, start + n) * world + rank
+
+    def compute(self, dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
+        """The metric values as 0-dim tensors of ``dtype`` (float64 keeps torch-fidelity's exact floats)."""
         out: dict[str, Tensor] = {}
         for name, metric in self.metrics.items():
             value = metric.compute()
             if name == "fid":
-                out["fid"] = value.float()
+                out["fid"] = value.to(dtype)
             else:
-                out[f"{name}_mean"], out[f"{name}_std"] = value[0].float(), value[1].float()
+                out[f"{name}_mean"], out[f"{name}_std"] = value[0].to(dtype), value[1].to(dtype)
         return out
 
     def reset(self, real: bool = False) -> None:
         """Clear the fake side (and the real side too if ``real``)."""
+        self._seen[False] = 0
+        if real:
+            self._seen[True] = 0
         for metric in self.metrics.values():
             if real and hasattr(metric, "reset_real_features"):
                 metric.reset_real_features = True
@@ -464,7 +574,7 @@ class InceptionMetrics(nn.Module):
         store = self.real_store
         with store.sync_context(should_sync=store.sync_on_compute, should_unsync=True):
             state = store.features
-            feats = dim_zero_cat(state) if not isinstance(state, list) or state else torch.empty(0)
+            feats = _in_order(state, store.index) if not isinstance(state, list) or state else torch.empty(0)
             return {"real_features": feats.detach().cpu().clone()}
 
     def load_real_statistics(self, stats: Mapping[str, Tensor]) -> None:
@@ -475,11 +585,14 @@ class InceptionMetrics(nn.Module):
         if feats.dim() != 2:
             raise ValueError(f"real_features must be (N, D); got {tuple(feats.shape)}")
         rank, _ = dist_rank_world()
+        total = feats.shape[0]
         if rank != 0:  # others hold an empty (0, D) slice so the cat-gather still works
             feats = feats[:0]
         self.reset(real=True)
         feats = feats.to(self.real_store.device)
-        self.update_features({"features": feats, "logits": feats[:, :0]}, real=True)
+        self.update_features({"features": feats, "logits": feats[:, :0]}, real=True,
+                             index=torch.arange(feats.shape[0]))
+        self._seen[True] = total  # images added later are numbered after these
 
 
 def build_inception_metrics(
@@ -490,7 +603,7 @@ def build_inception_metrics(
     kid_subsets: int = 100,
     is_splits: int = 10,
     feature_extractor: str = INCEPTION,
-    seed: int = 0,
+    seed: int = RNG_SEED,
     batch_size: int = 64,
     **metric_kwargs: Any,
 ) -> InceptionMetrics:
@@ -500,7 +613,8 @@ def build_inception_metrics(
     ``feature_extractor="module"``, a whole saved module). With None, the weights come from the
     torch.hub cache or are downloaded there; offline, one warning is emitted and the returned
     ``InceptionMetrics`` is empty. ``metric_kwargs`` go to every torchmetrics ``Metric``
-    (e.g. ``sync_on_compute``, ``process_group``). ``seed`` fixes KID subsets and IS splits.
+    (e.g. ``sync_on_compute``, ``process_group``). ``seed`` fixes KID subsets and IS splits
+    (torch-fidelity's ``rng_seed``, 2020 by default, as in its ``calculate_metrics``).
     Use ``result.feature_extractor_id`` as ``Protocol.feature_extractor``.
 
     Raises:
@@ -514,3 +628,89 @@ def build_inception_metrics(
     extractor, ident = loaded if loaded is not None else (None, None)
     return InceptionMetrics(extractor, ident, names, kid_subset_size=kid_subset_size, kid_subsets=kid_subsets,
                             is_splits=is_splits, seed=seed, batch_size=batch_size, **metric_kwargs)
+
+
+# --- two folders of images, as torch-fidelity reads them --------------------------------------
+
+def image_files(folder: str | os.PathLike) -> list[str]:
+    """The images torch-fidelity takes from a folder: png/jpg/jpeg (any case) directly in it,
+    sorted by real path (its ``glob_samples_paths``), so that KID/IS see them in its order."""
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder of images")
+    files = glob_samples_paths(str(path), False, IMAGE_EXTENSIONS, verbose=False)
+    if not files:
+        raise ValueError(f"{folder} holds no {IMAGE_EXTENSIONS.replace(',', '/')} images (subfolders are not read)")
+    return files
+
+
+def _read_image(dataset: ImagesPathDataset, i: int) -> Tensor:
+    try:
+        return dataset[i]
+    except (OSError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError
+        raise ValueError(f"{dataset.files[i]} could not be read as an image: {err}") from None
+
+
+def _image_batches(files: Sequence[str], batch_size: int) -> Iterator[tuple[int, Tensor]]:
+    """``(start, uint8 (N, 3, H, W))`` batches of ``files`` read by torch-fidelity's ``ImagesPathDataset``
+    (PIL ``convert("RGB")`` -> uint8, no resize); decoded in threads (PIL releases the GIL)."""
+    dataset = ImagesPathDataset(list(files))
+    shape = None
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        for start in range(0, len(files), batch_size):
+            stop = min(start + batch_size, len(files))
+            images = list(pool.map(lambda i: _read_image(dataset, i), range(start, stop)))
+            for i, image in enumerate(images, start):
+                shape = shape or tuple(image.shape)
+                if tuple(image.shape) != shape:
+                    raise ValueError(
+                        f"{files[i]} is {image.shape[2]}x{image.shape[1]} but {files[0]} is {shape[2]}x{shape[1]}: "
+                        f"torch-fidelity needs one size per folder; resize the images first")
+            yield start, torch.stack(images)
+
+
+def score_image_folders(
+    images: str | os.PathLike,
+    real_images: str | os.PathLike | None,
+    weights_path: str | os.PathLike | None = None,
+    *,
+    names: Sequence[str] = METRIC_NAMES,
+    kid_subset_size: int = 1000,
+    kid_subsets: int = 100,
+    is_splits: int = 10,
+    seed: int = RNG_SEED,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    feature_extractor: str = INCEPTION,
+) -> dict[str, float]:
+    """FID / KID / IS of the images in folder ``images`` against folder ``real_images``.
+
+    Equal to ``torch_fidelity.calculate_metrics(input1=images, input2=real_images, fid=True,
+    kid=True, isc=True, feature_extractor_weights_path=weights_path, kid_subset_size=...,
+    kid_subsets=..., isc_splits=..., rng_seed=seed)`` (IS is of ``images``), so that published
+    numbers can be reproduced and t2f's numbers checked against the reference. ``real_images`` may
+    be None when only IS is asked for. Returns ``{"fid", "kid_mean", "kid_std", "is_mean",
+    "is_std"}`` for the metrics in ``names``.
+
+    Raises:
+        FileNotFoundError: a folder or the weights file is missing, or no weights and offline.
+        ValueError: an empty folder, unreadable or differently sized images, bad options.
+    """
+    if not names:
+        raise ValueError(f"choose metrics among {list(METRIC_NAMES)}")
+    needs_real = bool({"fid", "kid"} & set(names))
+    if needs_real and real_images is None:
+        raise ValueError("FID and KID compare two folders: give the real images' folder too")
+    folders = [(images, False)] + ([(real_images, True)] if needs_real else [])
+    files = [(image_files(folder), real) for folder, real in folders]  # check both folders before the work
+    metrics = build_inception_metrics(names, weights_path, kid_subset_size, kid_subsets=kid_subsets,
+                                      is_splits=is_splits, feature_extractor=feature_extractor, seed=seed,
+                                      batch_size=batch_size)
+    if not metrics.available:
+        raise FileNotFoundError(f"the Inception weights are not available: pass the path of "
+                                f"{INCEPTION_WEIGHTS_FILENAME} (metrics.inception_weights=PATH)")
+    metrics.to(device)
+    for paths, real in files:
+        for start, batch in _image_batches(paths, batch_size):
+            metrics.update(batch, real=real, index=torch.arange(start, start + batch.shape[0]))
+    return {k: float(v) for k, v in metrics.compute(torch.float64).items()}

@@ -31,7 +31,7 @@ from t2f.metrics.common import dist_rank_world
 __all__ = ["PROTOCOL_VERSION", "Protocol", "cached_real_statistics", "statistics_path"]
 
 # Bump when the code that computes cached statistics changes what it computes.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: Inception features kept in sample order (torch-fidelity's KID/IS), real alignment evidence
 
 
 def _plain(value: Any) -> Any:

@@ -15,13 +15,21 @@ numbers with their protocol. Used by the training callback and by ``python -m t2
    on disk per metric under ``cache_dir/<name>-<Protocol key>.pt``; the key covers the dataset
    config fingerprint, split, resolution, crop, resize, feature extractor and image count.
 3. Metrics update on every rank with the rank's own images and compute on every rank (their
-   states are all-gathered / summed), so every rank gets the same numbers.
+   states are all-gathered / summed), so every rank gets the same numbers. FID, KID and IS are
+   those of ``torch_fidelity.calculate_metrics(input1=samples, input2=reals)``, each image
+   numbered by its place among the samples / the real subset (KID and IS depend on the order).
 
 Results are flat: ``swd`` (x1e3, average over pyramid levels) and ``swd/<res>``; ``fid``,
-``kid``, ``kid_std``, ``is``, ``is_std``; ``alignment``, ``alignment/<attr>``,
-``r_precision``, ``alignment_ceiling``, ``r_precision_ceiling``, ``classifier_accuracy``.
+``kid``, ``kid_std``, ``is``, ``is_std``; ``alignment`` (1 = as real faces, 0 = text ignored)
+with ``alignment_match``, ``alignment_match_real``, ``alignment_match_floor``,
+``alignment_accuracy`` (``/<attr>``), ``alignment_accuracy_real``, ``r_precision``,
+``r_precision_real``, ``r_precision_vs_real``, ``classifier_accuracy`` (t2f.metrics.alignment);
+``diversity`` (1 = as varied as real faces with the caption's attributes) with
+``diversity_fake``, ``diversity_real``, ``diversity_captions``, and ``swd_conditional``
+(t2f.metrics.diversity).
 A metric that cannot run (Inception weights missing, SWD below 16 px, alignment for an
-unconditional model or a dataset without attributes) is skipped with one warning.
+unconditional model, diversity or alignment on a dataset without attributes) is skipped
+with one warning.
 """
 
 from __future__ import annotations
@@ -43,13 +51,16 @@ from t2f.metrics.alignment import (
     AttributeTask,
     attribute_task,
     class_priors,
+    classifier_features,
     classifier_from_statistics,
     classifier_to_statistics,
+    mentioned_evidence,
     mismatched_candidates,
     predict_log_probs,
     train_attribute_classifier,
 )
 from t2f.metrics.common import dist_rank_world
+from t2f.metrics.diversity import diversity_ratio, matching_reals, mean_pairwise_distance
 from t2f.metrics.inception import INCEPTION, InceptionMetrics, build_inception_metrics
 from t2f.metrics.protocol import Protocol, cached_real_statistics
 from t2f.metrics.swd import SlicedWassersteinDistance
@@ -61,7 +72,10 @@ _LOADER_KEYS = {"batch_size", "num_workers", "pin_memory", "progress", "decode_w
 SWD_DEFAULTS = dict(patches_per_image=128, patch_size=7, dir_repeats=4, dirs_per_repeat=128, min_resolution=16)
 INCEPTION_DEFAULTS = dict(names=["fid", "kid", "is"], kid_subset_size=1000, kid_subsets=100, is_splits=10)
 ALIGNMENT_DEFAULTS = dict(num_mismatched=99, train_images=20000, val_images=2000, epochs=5, batch_size=128,
-                          lr=2e-3, width=32, seed=0)
+                          lr=2e-3, width=32, seed=0, min_count=10)
+DIVERSITY_DEFAULTS = dict(captions=32, per_caption=16, min_real=4)
+# the real faces' evidence that the distribution-matched alignment compares with (in the classifier's cache)
+_REFERENCE = ("reference", "real", "floor")
 
 
 class MetricWarning(UserWarning):
@@ -164,6 +178,8 @@ class MetricSuite:
         swd: SWD options (``SWD_DEFAULTS``), or None to skip SWD.
         inception: ``{names: [fid, kid, is], kid_subset_size, kid_subsets, is_splits}``, or None.
         alignment: classifier and R-precision options (``ALIGNMENT_DEFAULTS``), or None.
+        diversity: ``{captions, per_caption, min_real}`` (``DIVERSITY_DEFAULTS``), or None; uses
+            the alignment classifier (its options from ``alignment``, else the defaults).
         num_samples / num_real: generated and real images per evaluation.
         inception_weights: ``metrics.inception_weights``; None = torch.hub cache / download.
         feature_extractor: ``inception-v3-compat`` or ``module`` (a saved nn.Module at
@@ -175,6 +191,7 @@ class MetricSuite:
         swd: Mapping[str, Any] | None = None,
         inception: Mapping[str, Any] | None = None,
         alignment: Mapping[str, Any] | None = None,
+        diversity: Mapping[str, Any] | None = None,
         num_samples: int = 2048,
         num_real: int = 2048,
         batch_size: int = 64,
@@ -190,8 +207,9 @@ class MetricSuite:
         self.swd = {**SWD_DEFAULTS, **dict(swd)} if swd is not None else None
         self.inception = {**INCEPTION_DEFAULTS, **dict(inception)} if inception is not None else None
         self.alignment = {**ALIGNMENT_DEFAULTS, **dict(alignment)} if alignment is not None else None
-        if not (self.swd or self.inception or self.alignment):
-            raise ValueError("no metrics selected: give swd, inception and/or alignment options")
+        self.diversity = {**DIVERSITY_DEFAULTS, **dict(diversity)} if diversity is not None else None
+        if not (self.swd or self.inception or self.alignment or self.diversity):
+            raise ValueError("no metrics selected: give swd, inception, alignment and/or diversity options")
         self.num_samples, self.num_real, self.batch_size = int(num_samples), int(num_real), int(batch_size)
         self.seed, self.real_seed = int(seed), int(real_seed)
         self.cache_dir = str(cache_dir)
@@ -216,15 +234,22 @@ class MetricSuite:
             self._inception = build_inception_metrics(
                 list(opts["names"]), self.inception_weights, feature_extractor=self.feature_extractor,
                 kid_subset_size=int(opts["kid_subset_size"]), kid_subsets=int(opts["kid_subsets"]),
-                is_splits=int(opts["is_splits"]), seed=0, batch_size=self.batch_size)
+                is_splits=int(opts["is_splits"]), batch_size=self.batch_size)
         return self._inception
 
-    def _real_pass(self, dataset: Dataset, indices: Sequence[int], res: int, device: torch.device, fn) -> None:
+    def _real_pass(self, dataset: Dataset, indices: Sequence[int], res: int, device: torch.device, fn,
+                   positions: bool = False) -> None:
+        """``fn(images)`` over this rank's share of ``indices``; ``fn(images, their positions in
+        indices)`` with ``positions`` (KID and IS number the images)."""
         rank, world = dist_rank_world()
-        mine = list(indices)[rank::world]
-        for start in range(0, len(mine), self.batch_size):
-            images = _items(dataset, mine[start:start + self.batch_size])["image"].to(device)
-            fn(_resize(images, res))
+        places = list(range(len(indices)))[rank::world]
+        for start in range(0, len(places), self.batch_size):
+            mine = places[start:start + self.batch_size]
+            images = _resize(_items(dataset, [indices[p] for p in mine])["image"].to(device), res)
+            if positions:
+                fn(images, torch.tensor(mine))
+            else:
+                fn(images)
 
     # ----------------------------------------------------------------------------- evaluate
     @torch.no_grad()
@@ -317,14 +342,19 @@ class MetricSuite:
                 if key not in self._real:
                     def compute_inc(metric=inc):
                         metric.reset(real=True)
-                        self._real_pass(real_set, real_idx, res, device, lambda x: metric.update(x, real=True))
+                        self._real_pass(real_set, real_idx, res, device,
+                                        lambda x, pos: metric.update(x, real=True, index=pos), positions=True)
                         return metric.real_statistics()
                     self._real[key] = cached_real_statistics(proto, self.cache_dir, compute_inc, name="inception")
                 inc.load_real_statistics(self._real[key])
                 subset = min(int(self.inception["kid_subset_size"]), len(real_idx), m)
+                splits = min(int(self.inception["is_splits"]), m)
                 if "kid" in inc:
                     inc["kid"].subset_size = subset
-                updaters.append(lambda x, start, stop, metric=inc: metric.update(x, real=False))
+                if "is" in inc:
+                    inc["is"].splits = splits
+                updaters.append(lambda x, start, stop, metric=inc:
+                                metric.update(x, real=False, index=torch.arange(start, stop)))
 
                 def inc_values(metric=inc):
                     out = metric.compute()
@@ -333,7 +363,7 @@ class MetricSuite:
                 computers.append(inc_values)
                 reported = proto.replace(num_fake=m, options={
                     **common, "kid_subset_size": subset, "kid_subsets": self.inception["kid_subsets"],
-                    "is_splits": self.inception["is_splits"], "seed": seed})
+                    "is_splits": splits, "seed": seed})
                 for name in ("fid", "kid", "kid_std", "is", "is_std"):
                     protocols[name] = reported
 
@@ -347,7 +377,10 @@ class MetricSuite:
                            "captions against (synthetic and CelebA have)")
             else:
                 net, log_priors, proto, extra = self._classifier(task, datamodule, ident, res, device)
-                metric = AlignmentMetric(task.names, log_priors).to(device)
+                reference = ({k: extra.pop(f"evidence_{k}") for k in _REFERENCE}
+                             if f"evidence_{_REFERENCE[0]}" in extra else None)  # None: no validation captions
+                metric = AlignmentMetric(task.names, log_priors, reference=reference,
+                                         min_count=int(self.alignment["min_count"])).to(device)
                 pool = task.targets(captions)
                 gen_seed = seed * 1_000_003 + 17
 
@@ -355,14 +388,15 @@ class MetricSuite:
                     targets = pool[start:stop]
                     g = torch.Generator().manual_seed(gen_seed + start)
                     cand, valid = mismatched_candidates(targets, pool, int(self.alignment["num_mismatched"]), g)
-                    metric.update(predict_log_probs(net, x), targets, cand, valid)
+                    metric.update(predict_log_probs(net, x), targets, cand, valid, index=torch.arange(start, stop))
                 updaters.append(align_update)
-                computers.append(lambda metric=metric: metric.compute())
-                computers.append(lambda extra=extra: {k: v for k, v in extra.items()})
+                computers.append(lambda metric=metric, extra=extra: _relative_to_real(metric.compute(), extra))
                 reported = proto.replace(num_fake=m, split=f"{self.real_split}+captions:val", options={
                     **proto.options, "num_mismatched": int(self.alignment["num_mismatched"]), "seed": seed,
                     "score": "sum log p(value|x) - log prior(value)"})
-                for name in ("alignment", "r_precision", *(f"alignment/{n}" for n in task.names)):
+                for name in ("alignment", "alignment_match", "alignment_match_real", "alignment_match_floor",
+                             "alignment_accuracy", "r_precision", "r_precision_vs_real",
+                             *(f"alignment_accuracy/{n}" for n in task.names)):
                     protocols[name] = reported
                 for name in extra:
                     protocols[name] = proto
@@ -375,12 +409,83 @@ class MetricSuite:
         values: dict[str, float] = {}
         for compute in computers:  # the same order on every rank: they hold collectives
             values.update({k: float(v) for k, v in compute().items()})
+        if self.diversity is not None:
+            found = self._diversity(module, datamodule, ident, res, seed, base, common)
+            if found is not None:
+                values.update({k: float(v) for k, v in found[0].items()})
+                protocols.update(found[1])
         return Evaluation(values, {k: p for k, p in protocols.items() if k in values}, res, notes)
 
+    # ----------------------------------------------------------------------------- diversity
+    def _diversity(self, module: Any, datamodule: Any, ident: DatasetIdentity, res: int, seed: int,
+                   base: Mapping[str, Any], common: Mapping[str, Any]
+                   ) -> tuple[dict[str, Tensor], dict[str, Protocol]] | None:
+        """Diversity for one caption and the conditional SWD (t2f.metrics.diversity). Captions are
+        shared out to the ranks (all faces of a caption on one rank); the sums are all-reduced."""
+        task = attribute_task(datamodule)
+        if task is None:
+            self._warn(f"diversity is skipped: {type(datamodule).__name__} has no attributes to match real "
+                       "faces with and no attribute classifier (synthetic and CelebA have)")
+            return None
+        opts, device = self.diversity, module.device
+        k, per = int(opts["captions"]), int(opts["per_caption"])
+        net, _, clf_proto, _ = self._classifier(task, datamodule, ident, res, device)
+        text = hasattr(module, "encode_captions") and getattr(datamodule, "vocab", None) is not None
+        captions = datamodule.sample_captions(k, seed=seed + 1) if text else None
+        targets = task.targets(captions) if text else torch.full((k, len(task.names)), -1, dtype=torch.long)
+        real_set = _split(datamodule, self.real_split)
+        attr_key = ("attributes", ident.fingerprint, self.real_split)
+        if attr_key not in self._real:
+            self._real[attr_key] = _items(real_set, range(len(real_set)), ("attributes",))["attributes"].long()
+        matches = matching_reals(targets, self._real[attr_key], per, seed=self.real_seed)
+        latents = module.sample_inputs(k * per, {}, generator=torch.Generator().manual_seed(seed + 2))
+        rank, world = dist_rank_world()
+        sums = torch.zeros(k, 3, dtype=torch.float64, device=device)  # fake distance, real distance, real count
+        swd = None
+        if self.swd is not None and res >= self.swd["min_resolution"]:
+            swd = SlicedWassersteinDistance(**self.swd, seed=0).to(device)
+        for c in range(rank, k, world):
+            inputs = {n: v[c * per:(c + 1) * per] if torch.is_tensor(v) and v.dim() and v.shape[0] == k * per else v
+                      for n, v in latents.items()}
+            if captions is not None:
+                inputs.update(module.encode_captions([captions[c]] * per, datamodule.vocab))
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(seed * 1_000_003 + 7 + c)
+                fakes = module.generate(inputs).float()
+            sums[c, 0] = mean_pairwise_distance(classifier_features(net, fakes))
+            if matches[c]:
+                reals = _resize(_items(real_set, matches[c])["image"].to(device), res)
+                sums[c, 1] = mean_pairwise_distance(classifier_features(net, reals))
+                sums[c, 2] = len(reals)
+                if swd is not None:
+                    swd.update(reals, real=True)
+            if swd is not None:
+                swd.update(fakes, real=False)
+        if world > 1:
+            torch.distributed.all_reduce(sums)
+        values = diversity_ratio(sums[:, 0].cpu(), sums[:, 1].cpu(), sums[:, 2].cpu(), int(opts["min_real"]))
+        if not values["diversity_captions"]:
+            self._warn(f"diversity: none of the {k} captions has {opts['min_real']} real faces with all its "
+                       "attributes; use more real images or fewer mentioned attributes")
+        if swd is not None:
+            values["swd_conditional"] = swd.compute()["swd_x1e3_avg"]
+        options = {**common, "captions": k, "per_caption": per, "min_real": int(opts["min_real"]), "seed": seed,
+                   "features": clf_proto.feature_extractor}
+        proto = Protocol(feature_extractor=f"{clf_proto.feature_extractor}-penultimate",
+                         **{**base, "num_fake": k * per, "num_real": int(sums[:, 2].sum())}, options=options)
+        protocols = {n: proto for n in values if n.startswith("diversity")}
+        if "swd_conditional" in values:
+            protocols["swd_conditional"] = proto.replace(feature_extractor=swd.feature_extractor_id)
+        return values, protocols
+
     # ----------------------------------------------------------------------------- classifier
+    def _classifier_options(self) -> dict[str, Any]:
+        """The attribute classifier's options: the alignment block's, else the defaults (diversity alone)."""
+        return self.alignment if self.alignment is not None else dict(ALIGNMENT_DEFAULTS)
+
     def _classifier(self, task: AttributeTask, datamodule: Any, ident: DatasetIdentity, res: int,
                     device: torch.device):
-        opts = self.alignment
+        opts = self._classifier_options()
         train_set = _split(datamodule, "train")
         val_set = datamodule.val_set if datamodule.val_set is not None and len(datamodule.val_set) else None
         train_idx = _subset(len(train_set), int(opts["train_images"]), self.real_seed)
@@ -410,7 +515,7 @@ class MetricSuite:
     def _train_classifier(self, task: AttributeTask, train_set: Dataset, train_idx: Sequence[int],
                           val_set: Dataset | None, val_idx: Sequence[int], res: int,
                           device: torch.device) -> dict[str, Tensor]:
-        opts = self.alignment
+        opts = self._classifier_options()
         data = _items(train_set, train_idx, ("image", "attributes"))
         images = _to_uint8(_resize(data["image"], res))
         attributes = data["attributes"].long()
@@ -431,11 +536,23 @@ def _to_uint8(images: Tensor) -> Tensor:
     return to_uint8(images)
 
 
+def _relative_to_real(values: dict[str, Tensor], real: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The fakes' alignment numbers with the real faces' own beside them (plain scalars only)."""
+    out = dict(values)
+    out.update({k: v for k, v in real.items() if torch.as_tensor(v).dim() == 0})
+    if "r_precision" in values and "r_precision_real" in real:
+        out["r_precision_vs_real"] = values["r_precision"] / torch.as_tensor(real["r_precision_real"]).clamp_min(1e-6)
+    return out
+
+
 @torch.no_grad()
 def real_alignment(net, task: AttributeTask, dataset: Dataset, indices: Sequence[int], priors: Sequence[Tensor],
                    res: int, num_mismatched: int = 99, seed: int = 0) -> dict[str, Tensor]:
-    """The ceilings: alignment and R-precision of real images with their own (first) caption,
-    and the classifier's plain accuracy over all attributes."""
+    """What real faces score: alignment accuracy and R-precision of real images with their own
+    (first) caption (``alignment_accuracy_real``, ``r_precision_real``), the classifier's plain
+    accuracy over all attributes, and the evidence the distribution-matched alignment compares
+    with: images in even places with their captions (``evidence_reference``), those in odd places
+    with theirs (``evidence_real``) and with the odd captions shuffled (``evidence_floor``)."""
     data = _items(dataset, indices, ("image", "attributes"))
     log_probs = predict_log_probs(net, _resize(data["image"], res))
     device = log_probs[0].device
@@ -451,11 +568,17 @@ def real_alignment(net, task: AttributeTask, dataset: Dataset, indices: Sequence
     if texts:
         targets = task.targets(texts)
         owner_t = torch.tensor(owner, device=device)
+        mine = [lp[owner_t] for lp in log_probs]
         cand, valid = mismatched_candidates(targets, targets, num_mismatched, torch.Generator().manual_seed(seed))
         metric = AlignmentMetric(task.names, [p.log() for p in priors], sync_on_compute=False).to(device)
-        metric.update([lp[owner_t] for lp in log_probs], targets, cand, valid)
+        metric.update(mine, targets, cand, valid)
         values = metric.compute()
-        out["alignment_ceiling"] = values["alignment"]
+        out["alignment_accuracy_real"] = values["alignment_accuracy"]
         if "r_precision" in values:
-            out["r_precision_ceiling"] = values["r_precision"]
+            out["r_precision_real"] = values["r_precision"]
+        odd = [lp[1::2] for lp in mine]
+        shuffled = targets[1::2][torch.randperm(len(targets[1::2]), generator=torch.Generator().manual_seed(seed))]
+        out["evidence_reference"] = mentioned_evidence([lp[0::2] for lp in mine], targets[0::2]).cpu()
+        out["evidence_real"] = mentioned_evidence(odd, targets[1::2]).cpu()
+        out["evidence_floor"] = mentioned_evidence(odd, shuffled).cpu()
     return out
