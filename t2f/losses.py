@@ -108,6 +108,16 @@ def contrastive_loss(image_embedding: Tensor, text_embedding: Tensor, temperatur
     return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets))
 
 
+def mode_seeking_loss(images: Tensor, latents: Tensor, eps: float = 1e-5) -> Tensor:
+    """MSGAN's term for two fakes per condition (first half and second half of the batch share
+    conditions): ``1 / (mean |x1 - x2| / mean |l1 - l2| + eps)``, which falls as different latents
+    give more different images for the same condition."""
+    half = images.shape[0] // 2
+    image_gap = (images[:half] - images[half:2 * half]).abs().mean()
+    latent_gap = (latents[:half] - latents[half:2 * half]).abs().mean()
+    return 1.0 / (image_gap / latent_gap + eps)
+
+
 def word_prediction_loss(logits: Tensor, captions: Tensor, first_word: int) -> Tensor:
     """Which vocabulary words each caption contains, predicted from its embedding: binary
     cross-entropy summed over the words, mean over the batch.

@@ -156,3 +156,39 @@ def test_word_prediction_zero_builds_no_heads_and_bad_settings_are_named():
     with pytest.raises(ValueError, match="unknown keys \\['imgae'\\]"):
         T2FModule(vocab_size=VOCAB, resolution=8, schedule={"kimg": 1},
                   word_prediction={"imgae": 1.0})
+
+
+def test_mode_seeking_loss_matches_hand_values() -> None:
+    from t2f.losses import mode_seeking_loss
+
+    images = torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.5, 0.0], [1.0, 0.0]])  # pairs (0, 2) and (1, 3)
+    latents = torch.tensor([[0.0], [0.0], [2.0], [2.0]])
+    # mean |x1 - x2| = (0.5 + 0 + 0 + 1) / 4 = 0.375; mean |l1 - l2| = 2
+    assert float(mode_seeking_loss(images, latents)) == pytest.approx(1 / (0.375 / 2 + 1e-5))
+
+
+def test_mode_seeking_pairs_captions_and_pushes_one_captions_faces_apart() -> None:
+    torch.manual_seed(0)
+    module = T2FModule(
+        vocab_size=VOCAB, resolution=8, schedule={"kimg": 1}, noise_dim=8, condition_dim=8,
+        text_encoder={"embedding_dim": 8, "hidden_dim": 16, "num_layers": 1}, fmap_base=32, fmap_max=16,
+        contrastive={"weight": 0.0}, mode_seeking=1.0)
+    module.stage, module.alpha = 1, 1.0
+    with torch.no_grad():
+        conditions = module.generator_step_conditions(module.conditions(_batch()))
+    emb = conditions["text_embedding"]
+    assert torch.equal(emb[:4], emb[4:]) and not torch.equal(emb[0], emb[2])  # captions 0-3, twice
+    assert conditions["same_caption"][0, 4] and conditions["same_caption"].shape == (8, 8)
+    optimizer = torch.optim.Adam(module.generator.parameters(), lr=0.01)
+    gaps = []
+    for _ in range(30):
+        inputs = module.sample_inputs(8, conditions)
+        images = module.synthesize(module.generator, inputs)
+        loss = module.extra_g_terms(inputs)["mode_seeking"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        gaps.append(float((images[:4] - images[4:]).abs().mean()))
+    assert gaps[-1] > 1.5 * gaps[0], gaps  # the same caption's faces moved apart (1.9x here)
+    with pytest.raises(ValueError, match="model.mode_seeking"):
+        T2FModule(vocab_size=VOCAB, resolution=8, schedule={"kimg": 1}, mode_seeking=-1.0)

@@ -121,6 +121,11 @@ class GANModule(pl.LightningModule):
         """
         raise NotImplementedError
 
+    def generator_step_conditions(self, conditions: dict[str, Any]) -> dict[str, Any]:
+        """The conditions the generator step draws its fakes under (default: the batch's; T2F's
+        mode-seeking term pairs two fakes per caption)."""
+        return conditions
+
     def critic_condition(self, conditions: dict[str, Any]) -> Tensor | None:
         """The vector the critic scores images under (None: an unconditional critic)."""
         return None
@@ -239,7 +244,7 @@ class GANModule(pl.LightningModule):
         if self.batches_seen % self.d_steps_per_g == 0:
             with self.toggled_optimizer(opt_g):
                 with torch.no_grad():  # the generator step trains the generator only
-                    conditions = self.conditions(batch)
+                    conditions = self.generator_step_conditions(self.conditions(batch))
                 inputs = self.sample_inputs(batch_size, conditions)
                 fake = self.synthesize(self.generator, inputs)
                 g_parts = self.generator_terms(self.augment_images(fake), conditions)

@@ -1,7 +1,10 @@
 """T2F: text to face with an LSTM text encoder, conditioning augmentation and ProGAN.
 
 The text encoder is trained with the critic (see t2f.modules.text_conditioning); the KL
-term keeps the conditioning augmentation smooth.
+term keeps the conditioning augmentation smooth. ``mode_seeking`` (MSGAN, Mao et al. 2019)
+keeps the noise in use: the generator step draws two fakes per caption (the batch's first half
+of captions, twice) and is penalised by ``weight / (mean |x1 - x2| / mean |(z1, e1) - (z2, e2)|)``,
+large when different latents give the same face for one caption.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from t2f.growth import ProgressiveSchedule
+from t2f.losses import mode_seeking_loss
 from t2f.modules.base import GANModule
 from t2f.modules.progressive import ProgressiveMixin
 from t2f.modules.text_conditioning import TextConditionedMixin
@@ -38,6 +42,7 @@ class T2FModule(TextConditionedMixin, ProgressiveMixin, GANModule):
         contrastive: dict[str, float] | None = None,
         word_prediction: dict[str, float] | None = None,
         mismatch: str = "shifted",
+        mode_seeking: float = 0.0,
         **base: Any,
     ) -> None:
         growth = ProgressiveSchedule(max_resolution=resolution, **dict(schedule))
@@ -47,6 +52,9 @@ class T2FModule(TextConditionedMixin, ProgressiveMixin, GANModule):
         self.noise_dim = noise_dim
         self.condition_dim = condition_dim
         self.kl_weight = float(kl_weight)
+        if mode_seeking < 0:
+            raise ValueError(f"model.mode_seeking={mode_seeking} must be >= 0 (0: off)")
+        self.mode_seeking = float(mode_seeking)
         if text_encoder_lr_scale < 0:
             raise ValueError(f"model.text_encoder_lr_scale={text_encoder_lr_scale} must be >= 0")
         self.text_encoder_lr_scale = float(text_encoder_lr_scale)
@@ -76,10 +84,26 @@ class T2FModule(TextConditionedMixin, ProgressiveMixin, GANModule):
         images, mu, logvar = net(self.text_embedding(inputs), inputs["z"], self.stage, self.alpha,
                                  sample=inputs.get("ca_sample", True), eps=inputs.get("ca_eps"))
         inputs["mu"], inputs["logvar"] = mu, logvar
+        inputs["images"] = images
         return images
 
+    def generator_step_conditions(self, conditions: dict[str, Any]) -> dict[str, Any]:
+        if self.mode_seeking <= 0:
+            return conditions
+        n = conditions["text_embedding"].shape[0]
+        index = torch.arange(n // 2, device=self.device).repeat(2)
+        index = torch.cat([index, index[: n - len(index)]])  # an odd batch: one caption thrice
+        paired = {k: v[index] for k, v in conditions.items()}
+        if "same_caption" in conditions:
+            paired["same_caption"] = conditions["same_caption"][index][:, index]
+        return paired
+
     def extra_g_terms(self, inputs: dict[str, Any]) -> dict[str, Tensor]:
-        return {"kl": self.kl_weight * kl_divergence(inputs["mu"], inputs["logvar"])}
+        terms = {"kl": self.kl_weight * kl_divergence(inputs["mu"], inputs["logvar"])}
+        if self.mode_seeking > 0 and inputs["images"].shape[0] >= 2:
+            terms["mode_seeking"] = self.mode_seeking * mode_seeking_loss(
+                inputs["images"], torch.cat([inputs["z"], inputs["ca_eps"]], dim=1))
+        return terms
 
     def fixed_sample_inputs(self, n: int, nrow: int, seed: int
                             ) -> tuple[dict[str, Any], list[str] | None]:
