@@ -3,7 +3,8 @@
 A t2f checkpoint is a Lightning checkpoint that also holds the resolved run config
 (``ckpt["t2f"]["config"]``) and the datamodule's vocabulary, so the model can be rebuilt
 without the command line that trained it. Generation needs only the module (and the
-vocabulary); evaluation also rebuilds the dataset.
+vocabulary); evaluation also rebuilds the dataset. A checkpoint is data from a file: it is
+read with ``weights_only=True`` and its config builds only allowed classes (:mod:`t2f.trusted`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 
 from t2f.data.vocab import Vocabulary
 from t2f.growth import upgrade_schedule
+from t2f.trusted import check_trusted, instantiate_trusted
 
 __all__ = ["build_module", "resolve_device", "checkpoint_config", "checkpoint_vocab", "load_checkpoint", "read_checkpoint",
            "user_errors"]
@@ -69,16 +71,17 @@ def checkpoint_vocab(ckpt: dict[str, Any]) -> Vocabulary | None:
 
 
 def build_module(ckpt: dict[str, Any], path: str | os.PathLike, device: torch.device | str = "cpu") -> Any:
-    """The LightningModule described by the checkpoint's config, with its weights, stage and alpha."""
-    from hydra.utils import instantiate
+    """The LightningModule described by the checkpoint's config, with its weights, stage and alpha.
 
+    Only allowed classes are built (:func:`t2f.trusted.check_trusted`): anything else is refused
+    before any of it runs."""
     config = checkpoint_config(ckpt, path)
     if "state_dict" not in ckpt:
         raise ValueError(f"{path} holds no weights (state_dict)")
     model = dict(config["model"])
     if isinstance(model.get("schedule"), dict) and isinstance(model.get("resolution"), int):
         model["schedule"] = upgrade_schedule(model["schedule"], model["resolution"])
-    module = instantiate(model)
+    module = instantiate_trusted(model, "model", str(path))
     try:
         module.load_state_dict(ckpt["state_dict"])
     except RuntimeError as error:
@@ -90,12 +93,11 @@ def build_module(ckpt: dict[str, Any], path: str | os.PathLike, device: torch.de
 
 
 def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[Any, Any, dict]:
-    """``(module, datamodule, checkpoint)`` rebuilt from a training checkpoint."""
-    from hydra.utils import instantiate
-
+    """``(module, datamodule, checkpoint)`` rebuilt from a training checkpoint (allowed classes only)."""
     ckpt = read_checkpoint(path)
     config = checkpoint_config(ckpt, path)
-    datamodule = instantiate(config["dataset"])
+    check_trusted(config["model"], "model", str(path))  # refused before the dataset is built
+    datamodule = instantiate_trusted(config["dataset"], "dataset", str(path))
     state = datamodule_state(ckpt)
     if state is not None:
         datamodule.load_state_dict(state)  # the vocabulary the model was trained with

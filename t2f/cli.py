@@ -6,6 +6,10 @@ Hydra parses the command line here, before Lightning is imported, so ``--help`` 
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import hydra
 from omegaconf import DictConfig
 
@@ -15,6 +19,30 @@ def train_main(cfg: DictConfig) -> float | None:
     """Train one run; returns ``optimized_metric``'s final value for sweepers (Optuna)."""
     from t2f.train import train
 
-    metrics = train(cfg)
+    with run_errors():
+        metrics = train(cfg)
     name = cfg.get("optimized_metric")
     return metrics.get(name) if name else None
+
+
+@contextmanager
+def run_errors() -> Iterator[None]:
+    """A config that cannot work or a run that diverged ends the command with its one-line
+    message and exit status 1, not a traceback (``HYDRA_FULL_ERROR=1`` shows the traceback).
+    Inside a multirun the error is left to Hydra, which records the failed job (Optuna goes on)."""
+    from t2f.callbacks.divergence import TrainingDiverged
+    from t2f.utils import ConfigError
+
+    try:
+        yield
+    except (ConfigError, TrainingDiverged) as error:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or _in_multirun():
+            raise
+        raise SystemExit(f"error: {error}") from None
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from torch import Tensor
 
@@ -41,7 +41,7 @@ from t2f.export import (
 )
 from t2f.video import timelapse_frames, write_video
 
-__all__ = ["generate", "interpolation_frames", "mixing_layers", "open_generator", "read_captions",
+__all__ = ["free_text", "generate", "interpolation_frames", "mixing_layers", "open_generator", "read_captions",
            "style_mixing_grid"]
 
 MODES = ("grid", "mix", "interpolate", "timelapse")
@@ -53,6 +53,13 @@ FREE_TEXT_KEYS = ("text", "text_to")
 def open_generator(path: str | os.PathLike, device: torch.device | str = "cpu") -> StandaloneGenerator:
     """The EMA generator of a training checkpoint, or of a file written by ``t2f.export``."""
     return build_generator(checkpoint_state(path), device)
+
+
+def free_text(cfg: DictConfig, key: str) -> Any:
+    """``cfg[key]`` exactly as typed: a caption is free text, so ``${...}`` in it stays literal
+    instead of being resolved by OmegaConf (``${oc.env:VAR}`` would put VAR's value into the
+    picture's label and file name)."""
+    return OmegaConf.to_container(cfg, resolve=False).get(key)
 
 
 def read_captions(text: str | None = None, texts_file: str | os.PathLike | None = None) -> list[str]:
@@ -240,7 +247,7 @@ def generate(cfg: DictConfig) -> Path:
         raise ValueError("give ckpt=PATH: a training checkpoint (<run>/checkpoints/last.ckpt) or an exported generator")
     psi, seed = check_psi(cfg.psi), int(cfg.seed)
     n = check_count(cfg.n if cfg.get("n") is not None else DEFAULT_N[mode])
-    captions = read_captions(cfg.get("text"), cfg.get("texts_file"))
+    captions = read_captions(free_text(cfg, "text"), cfg.get("texts_file"))
     if mode != "grid" and len(captions) > 1:
         raise ValueError(f"mode={mode} takes one caption (text=...), not a texts_file")
     caption = captions[0] if captions else None
@@ -260,7 +267,8 @@ def generate(cfg: DictConfig) -> Path:
         print(f"mix={cfg.mix}: style layers {layers} from the left column (source B), the rest from the top row (A)")
         cells = style_mixing_grid(gen, n, cfg.rows, layers, seed, psi, caption)
         return _save(grid_image(cells, n + 1), out or _out_dir(cfg.ckpt) / f"mix_{cfg.mix}_{tag}.png")
-    text_to = None if cfg.get("text_to") is None else read_captions(cfg.text_to)[0]
+    text_to = free_text(cfg, "text_to")
+    text_to = None if text_to is None else read_captions(text_to)[0]
     batches = interpolation_frames(gen, n, cfg.frames, seed, psi, cfg.keyframes, str(cfg.interp), bool(cfg.loop),
                                    caption, text_to)
     frames = [grid_image(images, _nrow(cfg.get("nrow"), n)) for images in batches]

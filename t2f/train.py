@@ -3,14 +3,20 @@
 It builds the datamodule, the module, callbacks, loggers and the Trainer from the config
 with ``hydra.utils.instantiate``, fits, and returns the final metrics (for sweepers).
 A run directory that already holds ``checkpoints/last.ckpt`` resumes from it, which is how a
-SLURM job requeued by the submitit launcher (same config, same directory) carries on.
+SLURM job requeued by the submitit launcher (same config, same directory) carries on; when
+that file cannot be read, the newest readable ``snapshot-kimg*.ckpt`` is used instead.
+A run stopped by Ctrl-C or SIGTERM says where it stopped and how to resume, and exits
+non-zero (1 for Ctrl-C, 143 = 128 + SIGTERM).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
+import shlex
+import signal
 import subprocess
 import sys
 
@@ -19,6 +25,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from t2f.callbacks.checkpoint import snapshots
 from t2f.compare import wandb_run_folders
 from t2f.precision import resolve_precision
 from t2f.utils import ConfigError, print_config, rank_zero_print
@@ -74,7 +81,9 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
             logger.log_hyperparams(module.run_config)
     ddp_env = {k: os.environ.get(k) for k in _DDP_ENV}
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, **_weights_only(trainer))
+    except SystemExit as stop:  # Lightning's answer to Ctrl-C (exit 1) and SIGTERM (SIGTERMException)
+        raise _interrupted(stop, module, cfg) from None
     except Exception:  # a sweep goes on after a failed job: keep its traceback in <job>/run.log
         if _multirun_config() is not None:
             logging.getLogger(__name__).exception("Training failed")
@@ -123,11 +132,14 @@ def _share_cpu_threads(trainer: pl.Trainer) -> None:
 
 
 def _resume_path(cfg: DictConfig) -> str | None:
-    """``ckpt_path`` if set, else this run directory's own ``last.ckpt`` (auto-resume).
+    """``ckpt_path`` if set, else this run directory's own ``last.ckpt`` (auto-resume), or its
+    newest readable snapshot when ``last.ckpt`` is missing or damaged.
 
     A SLURM job requeued after preemption or a time limit runs again with the same config in
     the same run directory (hydra-submitit-launcher resubmits the same job); so does a run
-    restarted with the same ``hydra.run.dir``. Both must continue, not start over.
+    restarted with the same ``hydra.run.dir``. Both must continue, not start over. Every
+    checkpoint is read here first with ``weights_only=True``: an unreadable file is one clear
+    line (or a fallback), never a traceback inside Lightning.
     """
     explicit = _checked_ckpt_path(cfg.get("ckpt_path"))
     if explicit is not None:
@@ -135,11 +147,36 @@ def _resume_path(cfg: DictConfig) -> str | None:
     ckpt_dir = OmegaConf.select(cfg, "callbacks.checkpoint.dirpath") or os.path.join(
         cfg.paths.output_dir, "checkpoints")
     last = os.path.join(ckpt_dir, "last.ckpt")
-    if not os.path.isfile(last):
+    candidates = snapshots(ckpt_dir)
+    if os.path.isfile(last):
+        problem = _unreadable(last)
+        if problem is None:
+            rank_zero_print(f"Resuming from {last}: this run directory already has a checkpoint "
+                            "(a requeued or restarted job)")
+            return os.path.abspath(last)
+    elif not candidates:
         return None
-    rank_zero_print(f"Resuming from {last}: this run directory already has a checkpoint "
-                    "(a requeued or restarted job)")
-    return os.path.abspath(last)
+    else:
+        problem = "it does not exist"
+    for snapshot in candidates:
+        if _unreadable(snapshot) is None:
+            rank_zero_print(f"Resuming from {snapshot}, the newest readable snapshot: {last} cannot be used "
+                            f"({problem})")
+            return os.path.abspath(snapshot)
+    raise ConfigError(
+        f"cannot resume this run directory: {last} cannot be used ({problem}) and no snapshot-kimg*.ckpt "
+        f"in {ckpt_dir} is readable; move {ckpt_dir} away to start over, or pass ckpt_path=<a checkpoint>")
+
+
+def _unreadable(path: str) -> str | None:
+    """Why ``path`` cannot be resumed from (None: it can); reads it with ``weights_only=True``."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, not a zip, not weights-only: all mean "cannot resume"
+        return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        return "it holds no training state (state_dict): is it a checkpoint written by t2f training?"
+    return None
 
 
 def _checked_ckpt_path(path: str | None) -> str | None:
@@ -150,7 +187,49 @@ def _checked_ckpt_path(path: str | None) -> str | None:
             f"ckpt_path={path} does not exist: pass a checkpoint file such as "
             "<run directory>/checkpoints/last.ckpt"
         )
+    problem = _unreadable(path)
+    if problem is not None:
+        raise ConfigError(f"ckpt_path={path} cannot be resumed from: {problem}")
     return os.path.abspath(path)
+
+
+def _weights_only(trainer: pl.Trainer) -> dict[str, bool]:
+    """``weights_only=True`` for the resume load where Lightning takes it (newer than 2.5.2): a
+    checkpoint is data, never code. Older versions load a file this module already read with
+    ``weights_only=True``, so it holds nothing else either."""
+    return {"weights_only": True} if "weights_only" in inspect.signature(trainer.fit).parameters else {}
+
+
+def _interrupted(stop: SystemExit, module: pl.LightningModule, cfg: DictConfig) -> SystemExit:
+    """The exit for a run Lightning stopped on Ctrl-C or SIGTERM: one line saying where it stopped
+    and how to resume, and a non-zero status (so a scheduler never takes it for success); any
+    other SystemExit (e.g. submitit's after requeuing a SLURM job) passes through unchanged."""
+    from pytorch_lightning.utilities import rank_zero_only
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    if isinstance(stop, SIGTERMException):
+        cause, code = "SIGTERM", 128 + int(signal.SIGTERM)
+    elif isinstance(stop.__context__, KeyboardInterrupt):
+        cause, code = "Ctrl-C", stop.code if isinstance(stop.code, int) and stop.code else 1
+    else:
+        return stop
+    last = os.path.join(OmegaConf.select(cfg, "callbacks.checkpoint.dirpath") or
+                        os.path.join(cfg.paths.output_dir, "checkpoints"), "last.ckpt")
+    saved = f"checkpoint: {last}" if os.path.isfile(last) else "no checkpoint was saved yet"
+    if getattr(rank_zero_only, "rank", 0) == 0:
+        print(f"Interrupted ({cause}) at {module.kimg:.3f} kimg ({saved}); resume with: {resume_command(cfg)}",
+              file=sys.stderr, flush=True)
+    return SystemExit(code)
+
+
+def resume_command(cfg: DictConfig) -> str:
+    """The command that continues this run in its own directory (auto-resume from last.ckpt)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    program = "python run.py" if os.path.basename(sys.argv[0]) == "run.py" else "t2f-train"
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    overrides = [o for o in overrides if not o.startswith(("hydra.run.dir=", "hydra.sweep.dir="))]
+    return " ".join([program, *map(shlex.quote, overrides), shlex.quote(f"hydra.run.dir={cfg.paths.output_dir}")])
 
 
 def _choice(group: str) -> str:

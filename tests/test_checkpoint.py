@@ -17,7 +17,7 @@ import torch
 from omegaconf import OmegaConf
 
 from t2f import checkpoint_io
-from t2f.callbacks.checkpoint import KimgCheckpoint
+from t2f.callbacks.checkpoint import KimgCheckpoint, snapshot_name
 from t2f.callbacks.metrics import MetricsCallback
 from t2f.checkpoint_io import AtomicCheckpointIO, remove_stale_temporaries, temporary_path
 from t2f.train import _trainer_plugins, train
@@ -209,7 +209,8 @@ def test_last_on_the_kimg_schedule_and_at_the_end_stale_temporaries_cleaned(tmp_
     spy = _Spy(monkeypatch)
     train(cfg, extra_callbacks=[spy])
     assert spy.saves == [("last.ckpt", 16), ("last.ckpt", 32), ("last.ckpt", 40)]
-    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["last.ckpt"]  # no best, no temporaries
+    snapshots = [snapshot_name(images) for images in (16, 32, 40)]  # the periodic saves and the last one
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["last.ckpt", *snapshots]  # no best, no temporaries
 
 
 def test_best_follows_the_metric_and_its_score_survives_resume(tmp_path, monkeypatch) -> None:
@@ -292,7 +293,8 @@ def test_ddp_best_and_last_are_collective_saves_with_every_ranks_state(tmp_path,
     run = tmp_path / "ddp"
     args = ["trainer=ddp_cpu", "trainer.max_steps=6", *_cli_tiny(tmp_path), f"hydra.run.dir={run}",
             "metrics=swd", *FAST, "metrics.swd.dirs_per_repeat=32", "+logger.csv.flush_logs_every_n_steps=1",
-            "callbacks.checkpoint.monitor=metrics/swd", "callbacks.checkpoint.every_kimg=0.032"]
+            "callbacks.checkpoint.monitor=metrics/swd", "callbacks.checkpoint.every_kimg=0.032",
+            "callbacks.checkpoint.keep=0"]
     result = _run_cli(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]

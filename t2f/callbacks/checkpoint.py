@@ -1,5 +1,7 @@
-"""Checkpoints on a kimg schedule: ``last.ckpt`` (every N kimg, at the end, on interruption)
-and, with ``monitor``, ``best.ckpt`` whenever the monitored metric improves.
+"""Checkpoints on a kimg schedule: ``last.ckpt`` (every N kimg, at the end, on interruption),
+a short history of ``snapshot-kimgNNNNNN.NNN.ckpt`` files (the newest ``keep`` of the periodic
+saves, so a run can go back to before a collapse, or past a damaged ``last.ckpt``) and, with
+``monitor``, ``best.ckpt`` whenever the monitored metric improves.
 
 Lightning's ModelCheckpoint counts optimizer steps or epochs; GAN runs are measured in
 images seen, and an interrupted run must leave a resumable ``last.ckpt`` behind. This builds
@@ -11,34 +13,82 @@ callbacks (their state at this step goes into the file), list it in
 
 Files are written atomically by :class:`t2f.checkpoint_io.AtomicCheckpointIO` (``t2f.train``
 installs it): a crash during a save never leaves a truncated checkpoint in place of a good one,
-and temporary files a killed save left behind are removed when training starts.
+and temporary files a killed save left behind are removed when training starts. A snapshot is
+a copy of the ``last.ckpt`` just written (a file of its own, no second serialisation). A state
+whose weights are not finite is never saved: the previous files stay as they are (see
+:mod:`t2f.callbacks.divergence`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import re
+import shutil
 from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Checkpoint
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
+from t2f.callbacks.divergence import TrainingDiverged, nonfinite_tensors
 from t2f.callbacks.intervals import KimgInterval
-from t2f.checkpoint_io import remove_stale_temporaries
+from t2f.checkpoint_io import remove_stale_temporaries, temporary_path
 
 LAST = "last.ckpt"
 BEST = "best.ckpt"
+SNAPSHOT = re.compile(r"^snapshot-kimg(\d+\.\d+)\.ckpt$")
+
+
+def snapshot_name(images_seen: int) -> str:
+    """``snapshot-kimg000012.345.ckpt``: fixed width, so names sort by kimg."""
+    return f"snapshot-kimg{images_seen / 1000:010.3f}.ckpt"
+
+
+def snapshots(dirpath: str | os.PathLike) -> list[str]:
+    """The snapshot files in ``dirpath``, newest first (latest written, then highest kimg)."""
+    dirpath = os.fspath(dirpath)
+    if "://" in dirpath or not os.path.isdir(dirpath):
+        return []
+    found = []
+    for name in os.listdir(dirpath):
+        match = SNAPSHOT.match(name)
+        path = os.path.join(dirpath, name)
+        if match and os.path.isfile(path):
+            found.append((os.stat(path).st_mtime_ns, float(match[1]), path))
+    return [path for *_, path in sorted(found, reverse=True)]
+
+
+def copy_atomically(source: str, target: str) -> None:
+    """``target`` becomes a copy of ``source`` (its own file, fsynced), renamed into place, so a
+    damaged ``last.ckpt`` never takes its snapshots with it."""
+    tmp = temporary_path(target)
+    try:
+        with open(source, "rb") as src, open(tmp, "xb") as dst:
+            shutil.copyfileobj(src, dst, 16 << 20)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
 
 
 class KimgCheckpoint(Checkpoint):
     """Args: ``dirpath``; ``every_kimg`` between saves of ``last.ckpt``; ``monitor`` (a logged
-    value such as ``metrics/swd``) and ``mode`` (``min``/``max``) for ``best.ckpt``."""
+    value such as ``metrics/swd``) and ``mode`` (``min``/``max``) for ``best.ckpt``; ``keep``:
+    how many snapshots of the periodic saves to keep (0: ``last.ckpt`` only)."""
 
     def __init__(self, dirpath: str, every_kimg: float = 10.0, monitor: str | None = None,
-                 mode: str = "min") -> None:
+                 mode: str = "min", keep: int = 3) -> None:
         if mode not in ("min", "max"):
             raise ValueError(f"mode={mode!r}: use 'min' (swd, fid, kid) or 'max' (is, alignment)")
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
+            raise ValueError(f"callbacks.checkpoint.keep={keep!r} must be a whole number >= 0 "
+                             "(snapshots to keep; 0: last.ckpt only)")
+        self.keep = keep
         dirpath = os.fspath(dirpath)
         self.dirpath = dirpath if "://" in dirpath else os.path.realpath(os.path.expanduser(dirpath))
         self.monitor = monitor
@@ -60,6 +110,9 @@ class KimgCheckpoint(Checkpoint):
         if stage == "fit" and trainer.is_global_zero:  # only rank 0 writes files
             for path in remove_stale_temporaries(self.dirpath):
                 rank_zero_info(f"Removed {path}: the temporary file of an interrupted save")
+            if self.keep and "://" in self.dirpath:
+                rank_zero_warn(f"callbacks.checkpoint.keep={self.keep}: snapshots are kept on local filesystems "
+                               f"only, not in {self.dirpath}")
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.interval.reset(pl_module.images_seen)
@@ -67,7 +120,7 @@ class KimgCheckpoint(Checkpoint):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            *args: Any) -> None:
         if self.interval.crossed(pl_module.images_seen):
-            self.save_now(trainer)
+            self.save_now(trainer, snapshot=True)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         never_seen = self.best_model_score is None and self.monitor not in trainer.callback_metrics
@@ -75,7 +128,7 @@ class KimgCheckpoint(Checkpoint):
             rank_zero_warn(f"KimgCheckpoint(monitor={self.monitor!r}) never saw that value, so there is "
                            f"no {BEST}; logged: {sorted(trainer.callback_metrics)}")
         if self._saved_step != trainer.global_step:
-            self.save_now(trainer)
+            self.save_now(trainer, snapshot=True)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                      exception: BaseException) -> None:
@@ -84,16 +137,23 @@ class KimgCheckpoint(Checkpoint):
         Under DDP a save is collective (every rank's RNG state goes in). A plain SystemExit
         stops one rank only (submitit exits rank 0 after requeuing a SLURM job), so that rank
         must not wait for the others: the requeued job resumes from the last periodic save.
+        A diverged run saves nothing: last.ckpt keeps the last finite state.
         """
         if trainer.world_size > 1 and type(exception) is SystemExit:
             return
+        if isinstance(exception, TrainingDiverged):
+            return
         if trainer.global_step > 0 and self._saved_step != trainer.global_step:
-            self._save(trainer, LAST)
+            try:
+                self._save(trainer, LAST)
+            except TrainingDiverged as error:  # found while saving: keep the old file, report the first error
+                rank_zero_warn(f"Not saved on interruption: {error}")
 
     # -- saving ----------------------------------------------------------------------------
 
-    def save_now(self, trainer: pl.Trainer) -> None:
-        """``best.ckpt`` if the monitored value improved, then ``last.ckpt``.
+    def save_now(self, trainer: pl.Trainer, snapshot: bool = False) -> None:
+        """``best.ckpt`` if the monitored value improved, then ``last.ckpt`` (and, for the
+        periodic saves, a snapshot of it).
 
         Collective under DDP (``trainer.save_checkpoint`` gathers every rank's state): call it
         on every rank. MetricsCallback calls it right after measuring a monitored metric, so
@@ -105,13 +165,38 @@ class KimgCheckpoint(Checkpoint):
             self.best_model_path = os.path.join(self.dirpath, BEST)
             self._save(trainer, BEST)
         self._save(trainer, LAST)
+        if snapshot and self.keep > 0:
+            self._snapshot(trainer)
 
     def _save(self, trainer: pl.Trainer, name: str) -> None:
         path = os.path.join(self.dirpath, name)
+        self._refuse_nonfinite(trainer, name)
         if name == LAST:
             self.last_model_path = path
         trainer.save_checkpoint(path)
         self._saved_step = trainer.global_step
+
+    def _refuse_nonfinite(self, trainer: pl.Trainer, name: str) -> None:
+        """Never write NaN/Inf weights over a good file (all ranks hold the same weights)."""
+        module = getattr(trainer, "lightning_module", None)
+        bad = nonfinite_tensors(module) if module is not None else []
+        if bad:
+            more = f" and {len(bad) - 1} more tensors hold" if len(bad) > 1 else " holds"
+            raise TrainingDiverged(
+                f"training diverged by {getattr(module, 'kimg', 0.0):.3f} kimg: {bad[0]}{more} NaN or Inf, "
+                f"so {os.path.join(self.dirpath, name)} was not written and keeps the last finite weights: lower "
+                "the learning rate (model.optimizer_g.lr, model.optimizer_d.lr) and start again, or go back to a "
+                "snapshot with ckpt_path=...")
+
+    def _snapshot(self, trainer: pl.Trainer) -> None:
+        """Copy the last.ckpt just written as this kimg's snapshot; keep the newest ``keep``."""
+        if "://" in self.dirpath or not trainer.is_global_zero:  # rank 0 alone writes files
+            return
+        name = snapshot_name(trainer.lightning_module.images_seen)
+        copy_atomically(os.path.join(self.dirpath, LAST), os.path.join(self.dirpath, name))
+        for old in snapshots(self.dirpath)[self.keep:]:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(old)
 
     def _current_score(self, trainer: pl.Trainer) -> float | None:
         if self.monitor is None or self.monitor not in trainer.callback_metrics:

@@ -213,7 +213,10 @@ class GANModule(pl.LightningModule):
             return -1
         return None
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
+        """One critic step (and a generator step every ``d_steps_per_g`` batches); returns the
+        values it logged, detached, which callbacks read as ``outputs`` (the divergence guard
+        tests the losses on their device, without a host sync)."""
         opt_g, opt_d = self.optimizers()
         real = self.prepare_real(batch["image"])
         if self.channels_last:
@@ -265,6 +268,7 @@ class GANModule(pl.LightningModule):
         self.log_dict({k: v for k, v in logs.items() if k not in shown})
         if self.images_seen >= self.total_kimg * 1000:
             self.trainer.should_stop = True
+        return logs
 
     def ema_half_life_images(self, world_batch: int) -> float:
         """StyleGAN2-ADA's rule: ``model.ema_half_life_kimg`` (``auto``: 10 kimg per 32 images
