@@ -14,6 +14,7 @@ import contextlib
 import os
 import re
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -64,17 +65,22 @@ def _fsync_directory(directory: str) -> None:
             os.close(fd)
 
 
-def remove_stale_temporaries(directory: str | os.PathLike) -> list[str]:
+def remove_stale_temporaries(directory: str | os.PathLike, of: Sequence[str] | None = None) -> list[str]:
     """Delete temporary files a killed writer left in ``directory``; returns their paths.
 
-    Call it only when no save is running (at the start of training, on the rank that saves).
+    ``of``: only the temporaries of these file names (other writers may share the directory).
+    Call it only when no save is running (at the start of training, on the rank that saves;
+    under the lock of the files ``of`` names).
     """
     directory = os.fspath(directory)
     if "://" in directory or not os.path.isdir(directory):
         return []
+    prefixes = None if of is None else tuple(f".{name}.tmp-" for name in of)
     removed = []
     for name in sorted(os.listdir(directory)):
         path = os.path.join(directory, name)
+        if prefixes is not None and not name.startswith(prefixes):
+            continue
         if _TEMPORARY.match(name) and os.path.isfile(path):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)

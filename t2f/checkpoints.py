@@ -20,16 +20,27 @@ import torch
 from t2f.data.vocab import Vocabulary
 from t2f.growth import upgrade_schedule
 from t2f.trusted import check_trusted, instantiate_trusted
+from t2f.utils import unwrap_instantiation
 
 __all__ = ["build_module", "resolve_device", "checkpoint_config", "checkpoint_vocab", "load_checkpoint", "read_checkpoint",
            "user_errors"]
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto``: the GPU when there is one, else the CPU; anything else as torch names it."""
+    """``auto``: the GPU when there is one, else the CPU; anything else as torch names it, checked
+    here so that a missing GPU is one line, not a driver traceback from the first tensor moved."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device={name} is not a device: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count() > 0:
+        raise ValueError(f"device={name}: there are only {torch.cuda.device_count()} GPU(s) (cuda:0 ...)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name} but no GPU is available (torch.cuda.is_available() is False): "
+                         "use device=cpu, or device=auto to take the GPU where there is one")
+    return device
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -107,12 +118,14 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
 
 
 @contextmanager
-def user_errors() -> Iterator[None]:
-    """For CLIs: a bad argument or file ends the command with its one-line message (exit
-    status 1) instead of a traceback; ``HYDRA_FULL_ERROR=1`` shows the traceback."""
+def user_errors(kinds: tuple[type[BaseException], ...] = (FileNotFoundError, ValueError)) -> Iterator[None]:
+    """For CLIs: a bad argument or file (an error of ``kinds``, also from inside a constructor that
+    Hydra instantiated) ends the command with its one-line message (exit status 1) instead of a
+    traceback; ``HYDRA_FULL_ERROR=1`` shows the traceback."""
     try:
         yield
-    except (FileNotFoundError, ValueError) as error:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+    except Exception as error:
+        shown = unwrap_instantiation(error)
+        if not isinstance(shown, kinds) or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        raise SystemExit(f"error: {error}") from None
+        raise SystemExit(f"error: {shown}") from None

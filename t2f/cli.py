@@ -6,7 +6,6 @@ Hydra parses the command line here, before Lightning is imported, so ``--help`` 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -27,18 +26,19 @@ def train_main(cfg: DictConfig) -> float | None:
 
 @contextmanager
 def run_errors() -> Iterator[None]:
-    """A config that cannot work or a run that diverged ends the command with its one-line
-    message and exit status 1, not a traceback (``HYDRA_FULL_ERROR=1`` shows the traceback).
-    Inside a multirun the error is left to Hydra, which records the failed job (Optuna goes on)."""
+    """A config or file that cannot work (a ValueError or FileNotFoundError whose message names the
+    key or file, also from a constructor Hydra instantiated) or a run that diverged ends the command
+    with its one-line message and exit status 1, not a traceback (``HYDRA_FULL_ERROR=1`` shows the
+    traceback). Inside a multirun the error is left to Hydra, which records the failed job (Optuna
+    goes on)."""
     from t2f.callbacks.divergence import TrainingDiverged
-    from t2f.utils import ConfigError
+    from t2f.checkpoints import user_errors
 
-    try:
+    if _in_multirun():
         yield
-    except (ConfigError, TrainingDiverged) as error:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1" or _in_multirun():
-            raise
-        raise SystemExit(f"error: {error}") from None
+        return
+    with user_errors((FileNotFoundError, ValueError, TrainingDiverged)):
+        yield
 
 
 def _in_multirun() -> bool:

@@ -365,9 +365,25 @@ def plot(runs: list[Run], keys: list[str], path: Path, title: str) -> bool:
     return True
 
 
+def load_runs(paths: list[Path]) -> list[Run]:
+    """The runs that can be read; one whose files are damaged (a garbled config.yaml or
+    metrics.csv, say of a run killed while writing) is skipped with a warning, not the table."""
+    runs = []
+    for path in paths:
+        try:
+            runs.append(load_run(path))
+        except Exception as error:  # YAML, CSV, protobuf, encoding errors: all mean "unreadable"
+            reason = (str(error).splitlines() or [""])[0]
+            print(f"warning: skipping {path}: its files cannot be read ({type(error).__name__}: {reason})",
+                  file=sys.stderr)
+    if not runs:
+        raise NotARunError(f"none of the {len(paths)} run(s) could be read (see the warnings above)")
+    return runs
+
+
 def compare(paths: list[str | Path], out: str | Path) -> dict[str, Path]:
     """Reads the runs, writes the table and plots into ``out``; returns what was written."""
-    runs = [load_run(p) for p in expand_runs(paths)]
+    runs = load_runs(expand_runs(paths))
     for run, name in zip(runs, _names([r.path for r in runs])):
         run.name = name
     out = Path(out)

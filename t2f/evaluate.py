@@ -28,7 +28,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from t2f.checkpoints import load_checkpoint, resolve_device, user_errors
-from t2f.utils import text_table
+from t2f.export import check_count
+from t2f.utils import check_output_file, check_seed, text_table
 
 __all__ = ["evaluate", "evaluate_folders", "format_table", "load_checkpoint"]
 
@@ -42,14 +43,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if not cfg.get("ckpt"):
         raise ValueError("give ckpt=PATH (a checkpoint written by training), or images=DIR real_images=DIR "
                          "metrics=fid to score a folder of images against another")
-    device = resolve_device(str(cfg.device))
-    module, datamodule, ckpt = load_checkpoint(cfg.ckpt, device)
     if not cfg.get("metrics"):
         raise ValueError("choose metrics, e.g. metrics=[swd,alignment,fid]")
-    callback = instantiate(cfg.metrics, num_samples=cfg.num_samples, num_real=cfg.num_real,
-                           batch_size=cfg.batch_size)
+    counts = {key: check_count(cfg.get(key), key) for key in ("num_samples", "num_real", "batch_size", "seeds")}
+    seed = check_seed(cfg.seed)
+    device = resolve_device(str(cfg.device))
+    module, datamodule, ckpt = load_checkpoint(cfg.ckpt, device)
+    callback = instantiate(cfg.metrics, num_samples=counts["num_samples"], num_real=counts["num_real"],
+                           batch_size=counts["batch_size"])
     suite = callback.suite
-    seeds = [int(cfg.seed) + i for i in range(int(cfg.seeds))]
+    seeds = [seed + i for i in range(counts["seeds"])]
     runs = [suite.evaluate(module, datamodule, module.run_config["dataset"], seed=s) for s in seeds]
 
     metrics: dict[str, Any] = {}
@@ -79,12 +82,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "metrics": metrics,
     }
     out = Path(cfg.out).expanduser() if cfg.get("out") else Path(cfg.ckpt).expanduser().with_suffix(".metrics.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
     print(format_table(report))
-    print(f"Wrote {out}")
-    report["out"] = str(out)
-    return report
+    return write_report(report, out)
 
 
 def evaluate_folders(cfg: DictConfig) -> dict[str, Any]:
@@ -118,11 +117,19 @@ def evaluate_folders(cfg: DictConfig) -> dict[str, Any]:
               "inception_weights": weights, "options": options, "reference": reference,
               "metrics": {names[k]: v for k, v in values.items()}}
     out = Path(cfg.out).expanduser() if cfg.get("out") else Path(images).with_name(Path(images).name + ".metrics.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
     print(f"{images} ({counts[0]} images) against {real} ({counts[1]} images)")
     print(text_table(("metric", "value"), [(k, f"{v:.6g}") for k, v in report["metrics"].items()]))
     print(f"equal to {reference}")
+    return write_report(report, out)
+
+
+def write_report(report: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Write the JSON after the table is printed: a folder that cannot be written costs the file,
+    never the numbers (an error saying where it could not write, and how to write elsewhere)."""
+    try:
+        check_output_file(out, example="metrics.json").write_text(json.dumps(report, indent=2))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"the results above were not saved: {error}") from None
     print(f"Wrote {out}")
     report["out"] = str(out)
     return report

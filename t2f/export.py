@@ -36,6 +36,7 @@ from t2f.data.vocab import Vocabulary
 from t2f.nets.dcgan import DCGANGenerator
 from t2f.nets.stylegan import StyleGANGenerator
 from t2f.nets.text_encoder import T2FGenerator, TextEncoder
+from t2f.utils import check_output_file
 
 __all__ = ["FORMAT", "StandaloneGenerator", "build_generator", "check_count", "check_psi", "checkpoint_state",
            "export", "export_state", "generator_state", "is_exported", "load_generator"]
@@ -300,10 +301,11 @@ def export(ckpt: str | os.PathLike, out: str | os.PathLike | None = None) -> Pat
     """Write the standalone generator of training checkpoint ``ckpt`` (default
     ``<ckpt stem>.generator.pt`` beside it); returns the path."""
     ckpt_path = Path(ckpt).expanduser()
+    name = f"{ckpt_path.stem}.generator.pt"
+    out_path = check_output_file(out, example=name) if out else None  # a bad out=: before the work
     state = checkpoint_state(ckpt_path, exported_ok=False)
     build_generator(state)  # a file that cannot be rebuilt is never written
-    out_path = Path(out).expanduser() if out else ckpt_path.with_name(f"{ckpt_path.stem}.generator.pt")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path = out_path or check_output_file(ckpt_path.with_name(name), example=name)
     torch.save(state, out_path)
     return out_path
 

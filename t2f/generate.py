@@ -39,6 +39,7 @@ from t2f.export import (
     check_psi,
     checkpoint_state,
 )
+from t2f.utils import check_output_file, read_utf8
 from t2f.video import timelapse_frames, write_video
 
 __all__ = ["free_text", "generate", "interpolation_frames", "mixing_layers", "open_generator", "read_captions",
@@ -46,6 +47,7 @@ __all__ = ["free_text", "generate", "interpolation_frames", "mixing_layers", "op
 
 MODES = ("grid", "mix", "interpolate", "timelapse")
 DEFAULT_N = {"grid": 16, "mix": 5, "interpolate": 4}
+EXAMPLE_OUT = {"grid": "samples.png", "mix": "mix.png", "interpolate": "interpolation.mp4"}
 FREE_TEXT_KEYS = ("text", "text_to")
 
 
@@ -70,7 +72,7 @@ def read_captions(text: str | None = None, texts_file: str | os.PathLike | None 
         path = Path(texts_file).expanduser()
         if not path.exists() or path.is_dir():
             raise FileNotFoundError(f"texts_file={path} does not exist (a text file, one caption per line)")
-        captions = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        captions = [line.strip() for line in read_utf8(path).splitlines() if line.strip()]
         if not captions:
             raise ValueError(f"texts_file={path} holds no captions: write one caption per line")
         return captions
@@ -251,29 +253,36 @@ def generate(cfg: DictConfig) -> Path:
     if mode != "grid" and len(captions) > 1:
         raise ValueError(f"mode={mode} takes one caption (text=...), not a texts_file")
     caption = captions[0] if captions else None
+    out = check_output_file(cfg.out, example=EXAMPLE_OUT[mode]) if cfg.get("out") else None
     gen = open_generator(cfg.ckpt, resolve_device(str(cfg.device)))
     print(f"{gen.model} generator at {gen.resolution}px (kimg {gen.source.get('kimg', 0):.3f}), seed {seed}, psi {psi:g}")
-    out = Path(cfg.out).expanduser() if cfg.get("out") else None
     tag = f"seed{seed}" + (f"_psi{psi:g}" if psi < 1 else "")
 
     if mode == "grid":
-        picture = caption_grid(gen, captions, n, seed, psi, cfg.get("nrow"))
         stem = "samples" if not gen.conditional else (
-            Path(cfg.texts_file).stem if cfg.get("texts_file") else _slug(caption))
-        return _save(picture, out or _out_dir(cfg.ckpt) / f"{stem}_{tag}.png")
+            Path(cfg.texts_file).stem if cfg.get("texts_file") else _slug(caption or ""))
+        path = _output(out, cfg.ckpt, f"{stem}_{tag}.png")
+        return _save(caption_grid(gen, captions, n, seed, psi, cfg.get("nrow")), path)
     if mode == "mix":
         _require_stylegan(gen)
         layers = mixing_layers(cfg.mix, gen.resolution)
+        path = _output(out, cfg.ckpt, f"mix_{cfg.mix}_{tag}.png")
         print(f"mix={cfg.mix}: style layers {layers} from the left column (source B), the rest from the top row (A)")
         cells = style_mixing_grid(gen, n, cfg.rows, layers, seed, psi, caption)
-        return _save(grid_image(cells, n + 1), out or _out_dir(cfg.ckpt) / f"mix_{cfg.mix}_{tag}.png")
+        return _save(grid_image(cells, n + 1), path)
     text_to = free_text(cfg, "text_to")
     text_to = None if text_to is None else read_captions(text_to)[0]
+    path = _output(out, cfg.ckpt, f"{'text_' if text_to is not None else ''}interpolation_{tag}.mp4")
     batches = interpolation_frames(gen, n, cfg.frames, seed, psi, cfg.keyframes, str(cfg.interp), bool(cfg.loop),
                                    caption, text_to)
     frames = [grid_image(images, _nrow(cfg.get("nrow"), n)) for images in batches]
-    name = f"{'text_' if text_to is not None else ''}interpolation_{tag}.mp4"
-    return _wrote(write_video(frames, out or _out_dir(cfg.ckpt) / name, float(cfg.fps)), f"{len(frames)} frames")
+    return _wrote(write_video(frames, path, float(cfg.fps)), f"{len(frames)} frames")
+
+
+def _output(out: Path | None, ckpt: str, name: str) -> Path:
+    """The file to write: ``out`` (checked already), or ``name`` in the run's ``generated/``, checked
+    before the work."""
+    return out if out is not None else check_output_file(_out_dir(ckpt) / name, example=name)
 
 
 def _timelapse(cfg: DictConfig) -> Path:
@@ -281,6 +290,7 @@ def _timelapse(cfg: DictConfig) -> Path:
     if not run:
         raise ValueError("mode=timelapse needs run=RUN_DIR (the run directory that holds samples/)")
     out = Path(cfg.out).expanduser() if cfg.get("out") else Path(run).expanduser() / "timelapse.mp4"
+    out = check_output_file(out, example="timelapse.mp4")
     frames = timelapse_frames(run, label=bool(cfg.label))
     return _wrote(write_video(frames, out, float(cfg.fps)), f"{len(frames)} frames")
 

@@ -28,17 +28,26 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from t2f.callbacks.checkpoint import snapshots
 from t2f.compare import wandb_run_folders
 from t2f.precision import resolve_precision
-from t2f.utils import ConfigError, print_config, rank_zero_print
+from t2f.preflight import check_resume, check_trainer
+from t2f.run_lock import run_directory_lock
+from t2f.utils import ConfigError, check_seed, print_config, rank_zero_print
 
 
 def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> dict[str, float]:
     """Fit one model; returns the final logged metrics as floats.
 
-    ``extra_callbacks`` join the configured ones (for programmatic use and tests).
+    ``extra_callbacks`` join the configured ones (for programmatic use and tests). The run
+    directory is locked meanwhile: a second run started there is refused (:mod:`t2f.run_lock`).
     """
+    with run_directory_lock(cfg.paths.output_dir):
+        return _train(cfg, extra_callbacks)
+
+
+def _train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None) -> dict[str, float]:
     os.environ.setdefault("WANDB_MODE", "offline")  # never block on a login prompt
     os.environ.setdefault("WANDB_SILENT", "true")
     _check_optimized_metric_is_measured(cfg)
+    check_seed(cfg.get("seed"))
     ckpt_path = _resume_path(cfg)
     _relaunch_ddp_as_single_job()
     _name_wandb_run(cfg, resuming=ckpt_path is not None and cfg.get("ckpt_path") is None)
@@ -59,6 +68,8 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         schedule.images_per_epoch = len(datamodule.train_set)  # for schedule.epochs
     cfg.trainer.precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)  # saved resolved
     module = instantiate(cfg.model)
+    if ckpt_path is not None and check_resume(ckpt_path, cfg, module, datamodule):
+        return {"kimg": module.total_kimg}  # finished: the length it was trained to
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
 
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
@@ -68,6 +79,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                       plugins=_trainer_plugins(cfg))
+    check_trainer(trainer, cfg, module, len(datamodule.train_set))
     _share_cpu_threads(trainer)
 
     output_dir = cfg.paths.output_dir
@@ -173,7 +185,7 @@ def _unreadable(path: str) -> str | None:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated, not a zip, not weights-only: all mean "cannot resume"
-        return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
+        return f"it is damaged or not a checkpoint ({type(error).__name__}: {(str(error).splitlines() or [''])[0]})"
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         return "it holds no training state (state_dict): is it a checkpoint written by t2f training?"
     return None

@@ -1,30 +1,53 @@
 """Issue 17: untrusted checkpoints build nothing foreign, captions stay literal, divergence stops
 the run without touching good checkpoints, snapshots and the fallback past a damaged last.ckpt,
-logs kept across resume, and interrupted runs (Ctrl-C, SIGTERM) exit non-zero saying so."""
+logs kept across resume, and interrupted runs (Ctrl-C, SIGTERM) exit non-zero saying so;
+finished runs train nothing, one run per run directory, a cache that notices replaced images, and
+every bad input one line that names its key or file."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from omegaconf import OmegaConf
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 
+from t2f import run_lock
 from t2f.callbacks.checkpoint import KimgCheckpoint, snapshot_name, snapshots
 from t2f.callbacks.divergence import DivergenceGuard, TrainingDiverged
-from t2f.checkpoints import load_checkpoint
+from t2f.checkpoint_io import temporary_path
+from t2f.checkpoints import load_checkpoint, resolve_device, user_errors
 from t2f.cli import run_errors
+from t2f.compare import compare
 from t2f.conf import CONFIG_DIR
+from t2f.data.face2text import read_annotations
+from t2f.data.folder import read_captions
+from t2f.data.images import ImageCache
+from t2f.data.synthetic import SyntheticDataModule, SyntheticFaces
+from t2f.data.transforms import Crop
+from t2f.data.vocab import Vocabulary
+from t2f.evaluate import evaluate
 from t2f.export import export
 from t2f.generate import free_text, generate
+from t2f.growth import ProgressiveSchedule
+from t2f.modules.dcgan import DCGANModule
+from t2f.preflight import check_resume, check_trainer
+from t2f.run_lock import LOCK_NAME, Owner
 from t2f.train import _resume_path, train
 from t2f.trusted import allowed_target, shipped_targets
 from t2f.utils import ConfigError
@@ -286,3 +309,197 @@ def test_sigterm_to_the_command_exits_143_with_the_resume_line(tmp_path) -> None
     assert "Interrupted (SIGTERM) at " in err and "resume with: python run.py " in err
     assert "Traceback" not in err
     assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+# -- 8. a finished run trains nothing; one run per run directory ---------------------------------
+
+def test_a_finished_run_trains_nothing_and_a_busy_run_directory_is_refused(tiny_checkpoint, tmp_path, capsys) -> None:
+    ckpt = tiny_checkpoint("dcgan")
+    before = ckpt.read_bytes()
+    cfg = compose_config(ckpt.parents[2], ["callbacks.samples.every_kimg=0.02"])  # the run itself, again
+    capsys.readouterr()
+    assert train(cfg) == {"kimg": pytest.approx(0.04)}
+    assert "Nothing to train: this run is finished (0.04 of 0.04 kimg" in capsys.readouterr().out
+    assert ckpt.read_bytes() == before and not (ckpt.parents[1] / LOCK_NAME).exists()  # released
+
+    run = tmp_path / "run"
+    run.mkdir()
+    live = Owner(os.getppid(), socket.gethostname(), run_lock._start_time(os.getppid()), "", "today")
+    (run / LOCK_NAME).write_text(json.dumps(dataclasses.asdict(live)))
+    with pytest.raises(ConfigError, match=rf"run directory {run} is in use by another run \(pid {os.getppid()} "):
+        train(compose_config(tmp_path))
+    assert sorted(p.name for p in run.iterdir()) == [LOCK_NAME]  # refused before writing anything
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    for stale in (dataclasses.replace(live, pid=child.pid), dataclasses.replace(live, started="1")):  # dead, reused
+        (run / LOCK_NAME).write_text(json.dumps(dataclasses.asdict(stale)))
+        run_lock.release(run_lock.acquire(run))  # taken over, then removed
+        assert not (run / LOCK_NAME).exists()
+
+
+# -- 9. the prepared image cache -----------------------------------------------------------------
+
+def test_the_image_cache_decodes_16_bit_png_notices_replaced_files_and_removes_stale_temporaries(tmp_path) -> None:
+    root, cache_dir = tmp_path / "images", tmp_path / "cache"
+    root.mkdir()
+    Image.fromarray(np.linspace(0, 65535, 16 * 16).reshape(16, 16).astype(np.uint16)).save(root / "gray16.png")
+    Image.new("RGB", (16, 16), (10, 20, 30)).save(root / "face.png")
+    files = ["face.png", "gray16.png"]
+    cache = ImageCache(cache_dir, "folder", root, files, 8, Crop())
+    cache_dir.mkdir()
+    ours = Path(temporary_path(str(cache.path)))  # left by a prepare killed with -9
+    other = Path(temporary_path(str(cache_dir / "folder-8px-0123456789abcdef.npy")))  # another cache's writer
+    ours.write_bytes(b"x")
+    other.write_bytes(b"x")
+    images, _ = cache.get(workers=1, progress=False)
+    assert not ours.exists() and other.exists()
+    gray = images[1].astype(float)
+    assert 100 < gray.mean() < 155 and gray.min() < 40 and np.all(gray[..., 0] == gray[..., 2])  # not white
+    assert ImageCache(cache_dir, "folder", root, files, 8, Crop()).key == cache.key
+    Image.new("RGB", (16, 16), (200, 20, 30)).save(root / "face.png")  # replaced under the same name
+    os.utime(root / "face.png", ns=(1, 1))
+    assert ImageCache(cache_dir, "folder", root, files, 8, Crop()).key != cache.key
+
+
+# -- 10. evaluate prints before it writes --------------------------------------------------------
+
+def test_evaluate_prints_the_table_before_it_fails_to_write_the_json(tiny_checkpoint, tmp_path, capsys) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    out = blocker / "metrics.json"  # cannot be written, even by root
+    cfg = _evaluate_config(tmp_path.parent / "t2f-cache", ckpt=str(tiny_checkpoint("dcgan")), out=str(out))
+    with pytest.raises(ValueError, match=rf"the results above were not saved: cannot write to {blocker} .*out=PATH"):
+        evaluate(cfg)
+    assert "swd " in capsys.readouterr().out
+
+
+def _evaluate_config(cache: Path, **values: object) -> DictConfig:
+    """conf/evaluate.yaml with metrics=swd, small, as the CLI would compose it."""
+    base = OmegaConf.load(CONFIG_DIR / "evaluate.yaml")
+    for key in ("defaults", "hydra"):
+        base.pop(key)
+    metrics = OmegaConf.load(CONFIG_DIR / "metrics" / "swd.yaml")
+    cfg = OmegaConf.merge(base, {"metrics": metrics, "num_samples": 16, "num_real": 16, "batch_size": 8,
+                                 "device": "cpu", "paths": {"cache_dir": str(cache)}}, values)
+    cfg.metrics.swd.dirs_per_repeat = 8
+    return cfg
+
+
+# -- 11. crashes that become one line ------------------------------------------------------------
+
+@pytest.mark.parametrize("case, key", [
+    ("devices", "trainer.devices=3 trains 3 processes with DDP, .* use trainer=ddp_cpu trainer.devices=3"),
+    ("num_samples", "callbacks.samples.num_samples=0 must be >= 1"),
+    ("seeds", "seeds=0 must be a whole number >= 1"),
+])
+def test_crashes_become_one_line_naming_the_key(tmp_path, case, key) -> None:
+    def make() -> None:
+        if case == "devices":
+            trainer = pl.Trainer(accelerator="cpu", devices=3, logger=False, enable_progress_bar=False,
+                                 enable_model_summary=False)
+            check_trainer(trainer, OmegaConf.create({"trainer": {"devices": 3}}), torch.nn.Linear(1, 1), 96)
+        elif case == "num_samples":
+            instantiate({"_target_": "t2f.callbacks.samples.SampleGrid", "dirpath": str(tmp_path), "num_samples": 0})
+        else:
+            evaluate(_evaluate_config(tmp_path, ckpt=str(tmp_path / "never_read.ckpt"), seeds=0))
+
+    with pytest.raises(SystemExit, match=f"^error: {key}") as stop, user_errors():  # also out of instantiate
+        make()
+    assert "\n" not in str(stop.value)
+
+
+def test_compare_skips_a_run_with_garbled_files(tmp_path, capsys) -> None:
+    for name, config in (("good", "seed: 1\n"), ("yaml", "seed: [1,\n  a: {{\n"), ("csv", "seed: 2\n")):
+        (tmp_path / name / "csv").mkdir(parents=True)
+        (tmp_path / name / "config.yaml").write_text(config)
+        (tmp_path / name / "csv" / "metrics.csv").write_text("step,kimg,loss/d\n0,0.008,1.5\n")
+    (tmp_path / "csv" / "csv" / "metrics.csv").write_bytes(b"step,loss/d\n\xff\xfe 1,\xe9\n")  # not UTF-8
+    written = compare([tmp_path], tmp_path / "out")
+    err = capsys.readouterr().err
+    assert f"warning: skipping {tmp_path / 'yaml'}: its files cannot be read (" in err
+    assert f"warning: skipping {tmp_path / 'csv'}: its files cannot be read (UnicodeDecodeError" in err
+    assert "| good |" in written["markdown"].read_text()
+
+
+# -- 12. bad inputs: one line that names the key or the file --------------------------------------
+
+def _resume_after_change(tmp_path: Path, changed: str) -> None:
+    """check_resume of a checkpoint saved with model.g_width=8 dataset.min_freq=1 (a crafted file: no
+    training) by a run that changed ``changed``: the weights' shapes, or the vocabulary."""
+    saved = {"model": {"g_width": 8}, "dataset": {"min_freq": 1}}
+    section, key = changed.split(".")
+    now = {**saved, section: {key: {"g_width": 16, "min_freq": 3}[key]}}
+
+    def module(config: dict) -> DCGANModule:
+        return DCGANModule(resolution=8, latent_dim=4, d_width=4, g_width=config["model"]["g_width"])
+
+    def vocab(config: dict) -> Vocabulary:
+        return Vocabulary(["a", "b", "c"] if config["dataset"]["min_freq"] == 1 else ["a"])
+
+    path = tmp_path / "old.ckpt"
+    torch.save({"state_dict": module(saved).state_dict(), "SyntheticDataModule": {"vocab": vocab(saved).state_dict()},
+                "t2f": {"images_seen": 8, "config": saved}}, path)
+    cfg = OmegaConf.create({**now, "paths": {"output_dir": str(tmp_path)}})
+    check_resume(str(path), cfg, module(now), SimpleNamespace(vocab=vocab(now)))
+
+
+def _bad_input(case: str, tmp_path: Path) -> None:
+    """Builds or calls what ``case`` names with the bad input."""
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # a folder inside a file: unwritable, even by root
+    latin1 = tmp_path / ("clean.json" if case == "annotations" else "captions.json")
+    latin1.write_bytes('[{"image": "a.jpg", "descriptions": ["caf\u00e9"]}]'.encode("latin-1"))
+    schedule = {"max_resolution": 16, "kimg": 1}
+    {
+        "optimizer_lr": lambda: DCGANModule(resolution=8, g_width=4, d_width=4, latent_dim=4,
+                                            optimizer_d=partial(torch.optim.Adam, lr=-1)),
+        "schedule_lr": lambda: ProgressiveSchedule(**schedule, lr={4: 0.01, 8: -1}),
+        "schedule_batch": lambda: ProgressiveSchedule(**schedule, batch_size={4: 8, 8: 0}),
+        "stage_batch": lambda: check_trainer(
+            pl.Trainer(accelerator="cpu", devices=1, logger=False), OmegaConf.create({}),
+            SimpleNamespace(schedule=ProgressiveSchedule(**schedule, batch_size={4: 8, 8: 1000})), 96),
+        "ckpt_text": lambda: _resume_path(OmegaConf.create({"ckpt_path": str(latin1)})),
+        "seed": lambda: train(OmegaConf.create({"seed": "abc", "paths": {"output_dir": str(tmp_path / "run")}})),
+        "num_workers": lambda: SyntheticDataModule(num_workers=-1),
+        "size": lambda: SyntheticDataModule(size=0),
+        "architecture": lambda: _resume_after_change(tmp_path, "model.g_width"),
+        "vocabulary": lambda: _resume_after_change(tmp_path, "dataset.min_freq"),
+        "annotations": lambda: read_annotations(latin1),
+        "captions": lambda: read_captions(latin1),
+        "cache": lambda: SyntheticFaces(size=2, resolution=8, cache_dir=blocked / "synthetic"),
+        "image_cache": lambda: ImageCache(blocked / "prepared", "folder", tmp_path, ["a.png"], 8, Crop()).get(),
+        "generate_dir": lambda: generate(generate_config(ckpt=str(tmp_path / "x.ckpt"), out=str(tmp_path))),
+        "export_dir": lambda: export(tmp_path / "last.ckpt", out=tmp_path),
+        "readonly_out": lambda: generate(generate_config(ckpt=str(tmp_path / "x.ckpt"), out=str(blocked / "a.png"))),
+        "device": lambda: resolve_device("cuda:99" if torch.cuda.is_available() else "cuda"),
+        "min_freq": lambda: Vocabulary.build(["a smiling man", "a woman"], min_freq=50),
+    }[case]()
+
+
+@pytest.mark.parametrize("case, message", [
+    ("optimizer_lr", "model.optimizer_d.lr=-1 must be positive"),
+    ("schedule_lr", r"model.schedule.lr must be positive, got \{4: 0.01, 8: -1\}"),
+    ("schedule_batch", "model.schedule.batch_size must be positive integers"),
+    ("stage_batch", "model.schedule.batch_size is 1000 at 8 px, more than the 96 training images"),
+    ("ckpt_text", r"ckpt_path=.*captions.json cannot be resumed from: it is damaged or not a checkpoint \("),
+    ("seed", "seed=abc must be a whole number"),
+    ("num_workers", "dataset.num_workers=-1 must be >= 0"),
+    ("size", "dataset.size=0 must be >= 1"),
+    ("architecture", r"cannot resume from .*: its weights do not fit this model \(.* of another shape.*\); this run "
+                     r"sets model.g_width=16 \(the checkpoint's: 8\)"),
+    ("vocabulary", r"this dataset's vocabulary \(5 words\) differs from the checkpoint's \(7\); this run sets "
+                   r"dataset.min_freq=3 \(the checkpoint's: 1\)"),
+    ("annotations", r"clean.json is not UTF-8 text \(byte 0xe9"),
+    ("captions", r"captions.json is not UTF-8 text"),
+    ("cache", r"cannot write to .*synthetic \(.*\): set T2F_CACHE_DIR"),
+    ("image_cache", r"cannot write to .*prepared \(.*\): set T2F_CACHE_DIR"),
+    ("generate_dir", r"out=.* is a directory: give a file name in it, e.g. out=.*samples.png"),
+    ("export_dir", r"out=.* is a directory: give a file name in it, e.g. out=.*last.generator.pt"),
+    ("readonly_out", r"cannot write to .*file \(.*\): choose a writable file with out=PATH"),
+    ("device", r"device=cuda.*(no GPU is available|only \d+ GPU)"),
+    ("min_freq", r"dataset.min_freq=50 keeps no word: the most frequent training caption word appears 2 time"),
+])
+def test_bad_inputs_are_one_line_naming_the_key_or_file(tmp_path, case, message) -> None:
+    with pytest.raises(SystemExit, match=f"^error: .*{message}") as stop, run_errors():
+        _bad_input(case, tmp_path)
+    assert "\n" not in str(stop.value)

@@ -30,13 +30,14 @@ import numpy as np
 
 from t2f.data.images import ImageDataModule, ListCaptions, report, split_by_group
 from t2f.data.vocab import Vocabulary, tokenize
+from t2f.utils import read_utf8
 
 
 def read_annotations(path: Path) -> tuple[dict[str, list[str]], int]:
     """``({image name: [descriptions]}, number of empty descriptions skipped)``; images in
     file order, descriptions of an image listed twice are merged."""
     try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
+        entries = json.loads(read_utf8(path))
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(entries, list):

@@ -34,11 +34,12 @@ import numpy as np
 from t2f.data.images import ImageDataModule, ListCaptions, report, split_by_group
 from t2f.data.transforms import IMAGE_EXTENSIONS, find_images
 from t2f.data.vocab import Vocabulary, tokenize
+from t2f.utils import read_utf8
 
 
 def read_captions(path: Path) -> dict[str, list[object]]:
     """``{relative image path: [caption, ...]}`` from a ``.json`` or ``.jsonl`` sidecar."""
-    text = path.read_text(encoding="utf-8")
+    text = read_utf8(path)
     out: dict[str, list[object]] = {}
 
     def add(image: object, captions: object, where: str) -> None:

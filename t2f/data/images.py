@@ -3,10 +3,12 @@
 Prepared cache
     Decoding, cropping and resizing JPEGs every epoch wastes time, so each image is
     decoded once and stored as uint8 in one memory-mapped ``.npy`` file per
-    (dataset, root, file list, crop, resolution) under ``dataset.cache_dir``; the file name
-    carries a hash of exactly these, so changing any option never reuses a stale cache.
+    (dataset, root, file list with each file's size and modification time, crop, resolution)
+    under ``dataset.cache_dir``; the file name carries a hash of exactly these, so changing any
+    option, or replacing an image under the same name, never reuses a stale cache.
     Files are written to a temporary name and moved into place with ``os.replace`` (a
-    crashed prepare leaves no half-written cache behind); a ``.json`` sidecar records the
+    crashed prepare leaves no half-written cache behind, and the temporaries a killed one left
+    are removed when the cache is next prepared); a ``.json`` sidecar records the
     parameters and the images that could not be decoded (they are skipped, counted and
     reported, never trained on). Training reads rows with ``np.load(mmap_mode='r')``, so
     the set does not have to fit in memory and DataLoader workers share the page cache.
@@ -35,12 +37,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from t2f.checkpoint_io import remove_stale_temporaries, temporary_path
 from t2f.data.base import FaceDataModule
 from t2f.data.transforms import DECODE_ERRORS, Crop, load_image, to_tensor
 from t2f.data.vocab import Vocabulary
+from t2f.utils import check_writable_dir
 
-# Bump when decoding/cropping/resizing changes: part of the cache key.
-CACHE_VERSION = 1
+# Bump when decoding/cropping/resizing changes: part of the cache key (2: 16-bit grayscale scaled to 8 bits).
+CACHE_VERSION = 2
 PARALLEL_THRESHOLD = 64  # fewer images than this decode in-process
 _CHUNK = 32
 
@@ -101,7 +105,7 @@ class ImageCache:
             "count": len(self.files),
         }
         h = hashlib.sha256(json.dumps(self.params, sort_keys=True).encode())
-        h.update("\n".join(self.files).encode())
+        h.update("\n".join(f"{f}\t{_signature(self.root / f)}" for f in self.files).encode())
         self.key = h.hexdigest()[:16]
         base = Path(cache_dir).expanduser() / f"{dataset}-{self.resolution}px-{self.key}"
         self.path, self.meta_path = base.with_suffix(".npy"), base.with_suffix(".json")
@@ -128,6 +132,7 @@ class ImageCache:
         loaded = self.load()
         if loaded is not None:
             return loaded
+        check_writable_dir(self.path.parent, "set T2F_CACHE_DIR (or dataset.cache_dir) to a writable folder")
         with _file_lock(self.path.with_suffix(".lock")):
             loaded = self.load()  # another process may have prepared it meanwhile
             if loaded is None:
@@ -143,7 +148,8 @@ class ImageCache:
         n, r = len(self.files), self.resolution
         workers = max(1, min(workers or os.cpu_count() or 1, os.cpu_count() or 1))
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        remove_stale_temporaries(self.path.parent, of=[self.path.name, self.meta_path.name])  # we hold the lock
+        tmp = temporary_path(str(self.path))
         paths = [str(self.root / f) for f in self.files]
         jobs = [(s, paths[s:s + _CHUNK], r, self.crop) for s in range(0, n, _CHUNK)]
         errors: list[tuple[int, str]] = []
@@ -188,8 +194,17 @@ def warn_skipped(errors: Sequence[tuple[int, str]], files: Sequence[str]) -> Non
                   f"{' ...' if len(errors) > 3 else ''}", stacklevel=3)
 
 
+def _signature(path: Path) -> str:
+    """Size and modification time: an image replaced under the same name changes the cache key."""
+    try:
+        stat = path.stat()
+    except OSError:  # missing: it is reported (and skipped) when the cache is prepared
+        return "missing"
+    return f"{stat.st_size}\t{stat.st_mtime_ns}"
+
+
 def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp = Path(temporary_path(str(path)))
     try:
         tmp.write_text(json.dumps(obj, indent=1))
         os.replace(tmp, path)

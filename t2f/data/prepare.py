@@ -36,7 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
         return 0
-    summary = prepare(argv)
+    from t2f.checkpoints import user_errors
+
+    with user_errors():  # a missing root or an unwritable cache folder: one line
+        summary = prepare(argv)
     for key, value in summary.items():
         print(f"{key:>12}: {value}")
     return 0

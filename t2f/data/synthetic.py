@@ -32,6 +32,7 @@ from torch.utils.data import Dataset, Subset
 
 from t2f.data.base import FaceDataModule
 from t2f.data.vocab import Vocabulary
+from t2f.utils import check_writable_dir
 
 # Bump whenever drawing, attribute sampling or caption generation changes: it is part of
 # the cache key, so stale caches are never reused.
@@ -709,6 +710,7 @@ class SyntheticFaces(Dataset):
 
         arrays = self._load_cache()
         if arrays is None:
+            check_writable_dir(self.cache_dir, "set T2F_CACHE_DIR to a writable folder (or dataset.root=DIR)")
             images, attributes, captions = render_dataset(size, resolution, seed, captions_per_image)
             _save_atomic(self.cache_path, images=images, attributes=attributes, captions=captions)
         else:
@@ -761,8 +763,10 @@ class SyntheticDataModule(FaceDataModule):
         **loader: Any,
     ) -> None:
         super().__init__(max_resolution=128, **loader)
-        if val_size < 0 or val_size >= size + val_size:
-            raise ValueError(f"dataset.val_size={val_size} must be between 0 and dataset.size")
+        if size < 1:
+            raise ValueError(f"dataset.size={size} must be >= 1: the number of training faces")
+        if val_size < 0:
+            raise ValueError(f"dataset.val_size={val_size} must be >= 0: the number of held-out faces")
         self.root = root
         self.size, self.val_size = int(size), int(val_size)
         self.captions_per_image = int(captions_per_image)

@@ -64,6 +64,8 @@ class Crop:
 
 def crop_resize(image: Image.Image, resolution: int, crop: Crop) -> np.ndarray:
     """Crop ``image`` (any mode) and resize to ``resolution``; uint8 array (H, W, 3)."""
+    if image.mode.startswith("I"):
+        image = _to_8_bit(image)
     if image.mode != "RGB":
         if image.mode == "P" and "transparency" in image.info:
             image = image.convert("RGBA")  # PIL warns on P -> RGB with transparency
@@ -74,6 +76,13 @@ def crop_resize(image: Image.Image, resolution: int, crop: Crop) -> np.ndarray:
     else:
         out = image.resize((resolution, resolution), Image.Resampling.LANCZOS, box=box)
     return np.asarray(out, dtype=np.uint8)
+
+
+def _to_8_bit(image: Image.Image) -> Image.Image:
+    """16-bit grayscale (PNG's ``I;16``, or ``I``) as 8-bit ``L``: PIL's own conversion clips
+    every value above 255, so a 16-bit face would become a white square."""
+    values = np.asarray(image).astype(np.float64) / 257.0  # 65535 -> 255
+    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
 
 
 def load_image(path: str | os.PathLike, resolution: int, crop: Crop) -> np.ndarray:

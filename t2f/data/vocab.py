@@ -62,6 +62,11 @@ class Vocabulary:
         for special in SPECIAL_TOKENS:
             counts.pop(special, None)
         words = sorted((w for w, c in counts.items() if c >= min_freq), key=lambda w: (-counts[w], w))
+        if not words:  # every caption would be <unk> ... <unk>: text conditioning would learn nothing
+            raise ValueError(
+                f"dataset.min_freq={min_freq} keeps no word: the most frequent training caption word appears "
+                f"{max(counts.values())} time(s); lower dataset.min_freq" if counts else
+                "the training captions hold no words")
         return cls(words)
 
     @property

@@ -62,8 +62,8 @@ class GANModule(pl.LightningModule):
             raise ValueError(f"model.d_steps_per_g={d_steps_per_g} must be >= 1")
         if total_kimg <= 0:
             raise ValueError(f"model.total_kimg={total_kimg} must be positive")
-        self.optimizer_g = optimizer_g or torch.optim.Adam
-        self.optimizer_d = optimizer_d or torch.optim.Adam
+        self.optimizer_g = check_optimizer("optimizer_g", optimizer_g or torch.optim.Adam)
+        self.optimizer_d = check_optimizer("optimizer_d", optimizer_d or torch.optim.Adam)
         self.adversarial = AdversarialLoss(**dict(loss or {}))
         self.d_steps_per_g = int(d_steps_per_g)
         self.total_kimg = float(total_kimg)
@@ -353,6 +353,20 @@ class GANModule(pl.LightningModule):
         self.batches_seen = int(state.get("batches_seen", 0))
         # the EMA's statistics in the checkpoint are its own (older checkpoints: copied, so recompute)
         self._ema_norms_at = self.images_seen if state.get("ema_norms_own") else None
+
+
+def check_optimizer(name: str, factory: Callable[..., torch.optim.Optimizer]) -> Callable[..., torch.optim.Optimizer]:
+    """Build the optimizer once on a dummy parameter, so that a bad setting (a learning rate that
+    is not positive, betas outside [0, 1)) is an error naming the key now, not a traceback from
+    inside ``fit``."""
+    lr = (getattr(factory, "keywords", None) or {}).get("lr")
+    if isinstance(lr, (int, float)) and not lr > 0:  # torch takes lr=0, which trains nothing
+        raise ValueError(f"model.{name}.lr={lr} must be positive")
+    try:
+        factory([nn.Parameter(torch.zeros(1))])
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"model.{name} cannot be built: {error}") from None
+    return factory
 
 
 @contextmanager
