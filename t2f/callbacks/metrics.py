@@ -19,6 +19,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_info
 
 from t2f.callbacks.intervals import KimgInterval
+from t2f.callbacks.rng import rng_untouched
 from t2f.metrics.suite import MetricSuite
 
 
@@ -48,7 +49,8 @@ class MetricsCallback(pl.Callback):
     def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
         self._last_images = pl_module.images_seen
         config = getattr(pl_module, "run_config", None) or {}
-        result = self.suite.evaluate(pl_module, trainer.datamodule, config.get("dataset"))
+        with rng_untouched():
+            result = self.suite.evaluate(pl_module, trainer.datamodule, config.get("dataset"))
         values = {f"{self.prefix}{k}": v for k, v in result.values.items()}
         for note in result.notes:
             if note not in self._described:

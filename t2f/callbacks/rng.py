@@ -2,12 +2,17 @@
 
 Weights must start identical on every rank (seeded before the module is built), but
 latent noise must differ per rank, or DDP would train on N copies of one batch of fakes.
-The states of every rank are saved with each checkpoint and put back on resume.
+The states of every rank are saved with each checkpoint and put back on resume. The order
+of the training images needs no state: it is a function of the seed and the images seen
+(``t2f.data.base.ImageStream``). Work that only observes training (sample grids, metrics)
+runs under :func:`rng_untouched`, so a resumed run draws exactly what an uninterrupted one does.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -42,6 +47,17 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+@contextmanager
+def rng_untouched() -> Iterator[None]:
+    """Draws inside leave the global generators as they were: observing a run (a sample grid,
+    a metric) never changes what training draws next, wherever a run was resumed."""
+    state = capture_rng_state()
+    try:
+        yield
+    finally:
+        restore_rng_state(state)
+
+
 def seed_rank(seed: int, rank: int) -> None:
     rank_seed = (seed * 1_000_003 + rank) % 2**32
     torch.manual_seed(rank_seed)
@@ -50,7 +66,8 @@ def seed_rank(seed: int, rank: int) -> None:
 
 
 class RankSeed(pl.Callback):
-    """Seeds torch/numpy/random with (seed, rank) at fit start, or restores saved states."""
+    """Seeds torch/numpy/random with (seed, rank) at fit start, or restores saved states, and
+    gives the datamodule the seed that orders its training images."""
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = int(seed)
@@ -63,6 +80,8 @@ class RankSeed(pl.Callback):
         else:
             seed_rank(self.seed, rank)
         self._restored = None
+        if hasattr(trainer.datamodule, "set_order_seed"):
+            trainer.datamodule.set_order_seed(self.seed)
 
     def state_dict(self) -> dict[str, Any]:
         state = capture_rng_state()

@@ -12,6 +12,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from torchvision.utils import make_grid
 
 from t2f.callbacks.intervals import KimgInterval
+from t2f.callbacks.rng import rng_untouched
 
 
 def grid_image(images: torch.Tensor, nrow: int, row_labels: list[str] | None = None,
@@ -48,6 +49,9 @@ class SampleGrid(pl.Callback):
                  nrow: int | None = None, seed: int = 1234) -> None:
         self.dirpath = dirpath
         self.interval = KimgInterval(every_kimg)
+        if int(num_samples) < 1:
+            raise ValueError(f"callbacks.samples.num_samples={num_samples} must be >= 1 "
+                             "(callbacks.samples=null saves no sample grids)")
         self.num_samples = int(num_samples)
         self.nrow = int(nrow or round(self.num_samples**0.5))
         self.seed = int(seed)
@@ -69,9 +73,10 @@ class SampleGrid(pl.Callback):
 
     @rank_zero_only
     def save(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._inputs is None:
-            self._inputs, self._labels = pl_module.fixed_sample_inputs(self.num_samples, self.nrow, self.seed)
-        images = pl_module.generate(_to_device(self._inputs, pl_module.device))
+        with rng_untouched():  # e.g. T2F's conditioning augmentation draws noise
+            if self._inputs is None:
+                self._inputs, self._labels = pl_module.fixed_sample_inputs(self.num_samples, self.nrow, self.seed)
+            images = pl_module.generate(_to_device(self._inputs, pl_module.device))
         picture = grid_image(images, self.nrow, self._labels)
         os.makedirs(self.dirpath, exist_ok=True)
         name = f"kimg{pl_module.images_seen / 1000:010.3f}_{images.shape[-1]}px.png"

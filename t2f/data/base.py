@@ -3,17 +3,22 @@
 A dataset item is a dict with ``image`` (float 3xHxW in [-1, 1]) and, where the dataset
 has them, ``caption`` (1-D LongTensor of token ids, BOS..EOS) and ``attributes``
 (LongTensor). ``collate_faces`` pads captions and adds ``caption_length``.
+
+Training reads images in an order that is a pure function of the run's seed, the epoch, the
+rank and the images trained so far (:class:`ImageStream`), so a resumed run, even one stopped
+mid-epoch, reads exactly what the uninterrupted run would have read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from pytorch_lightning.utilities import rank_zero_warn
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from t2f.data.vocab import Vocabulary, pad_captions
 
@@ -58,6 +63,90 @@ def limit_images(dataset: Dataset, max_images: int | None, seed: int = 0) -> Dat
     return LimitedSet(dataset, rows.tolist())
 
 
+class ImageStream(Sampler[tuple[int, int]]):
+    """The order training reads images in, as ``(index, item seed)`` keys for :class:`SeededItems`.
+
+    Epoch after epoch, each a permutation of the ``size`` training images drawn from
+    ``(seed, epoch)`` together with a seed per image for its own random choices, dealt out to
+    ``world_size`` ranks like DistributedSampler (rank r takes slots r, r + W, ...; the last
+    ``size mod W`` images of an epoch sit out). One pass reads one epoch's worth from
+    ``position()``, the images this rank has trained on: a loader built or restarted anywhere (a
+    resume mid-epoch, a reload for a stage's batch size) continues exactly where training is,
+    with nothing to save but the images-seen counter, and batches may span two epochs. Without
+    ``position`` (a loader used outside training) pass k reads epoch k.
+    """
+
+    def __init__(self, size: int, seed: int, rank: int = 0, world_size: int = 1,
+                 position: Callable[[], int] | None = None) -> None:
+        self.size, self.seed, self.position = int(size), int(seed), position
+        self.rank, self.world_size = int(rank), int(world_size)
+        self._epoch: tuple[int, np.ndarray, np.ndarray] | None = None  # the epoch read last
+        self._passes = 0
+
+    def __len__(self) -> int:
+        return self.size // self.world_size
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        # read now, when the pass begins, not at its first item
+        start = self.position() if self.position is not None else self._passes * len(self)
+        self._passes += 1
+        return (self.at(p) for p in range(start, start + len(self)))
+
+    def at(self, position: int) -> tuple[int, int]:
+        """The key this rank reads after ``position`` images."""
+        epoch, offset = divmod(position, len(self))
+        order, seeds = self._permutation(epoch)
+        slot = offset * self.world_size + self.rank
+        return int(order[slot]), int(seeds[slot])
+
+    def _permutation(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._epoch is None or self._epoch[0] != epoch:
+            rng = np.random.default_rng([self.seed % 2**64, epoch])
+            self._epoch = (epoch, rng.permutation(self.size), rng.integers(2**63, size=self.size))
+        return self._epoch[1], self._epoch[2]
+
+
+class SeededItems(Dataset):
+    """A dataset read with :class:`ImageStream`'s ``(index, seed)`` keys.
+
+    An item's random choices (a flip, which of its captions) come from torch's default
+    generator seeded with the key's seed, whose state is put back afterwards: they depend on
+    the sample order alone, not on when the item is loaded (prefetching, workers, a resume),
+    and loading never changes what training draws next.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, seed = key
+        state = torch.get_rng_state()
+        torch.default_generator.manual_seed(seed)  # the CPU one: torch.manual_seed seeds every device, ~300 us
+        try:
+            return self.dataset[index]
+        finally:
+            torch.set_rng_state(state)
+
+
+class StreamLoader(DataLoader):
+    """The training loader over an :class:`ImageStream`; resumable in Lightning's terms, but it
+    resumes by itself (the stream reads the images seen), so the state it saves only names the
+    order, and a resume that would read another one (another seed, training set or number of
+    processes) says so."""
+
+    def state_dict(self) -> dict[str, int]:
+        return {"seed": self.sampler.seed, "images": self.sampler.size, "ranks": self.sampler.world_size}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state != self.state_dict():
+            rank_zero_warn(f"the training images are read in another order than before the resume "
+                           f"(seed, training set size and processes then: {state}, now: {self.state_dict()}): "
+                           "resume with the run's own seed, dataset and devices to continue it exactly")
+
+
 class FaceDataModule(pl.LightningDataModule):
     """Base datamodule: subclasses fill ``self.train_set``/``self.val_set`` in ``build``."""
 
@@ -75,6 +164,8 @@ class FaceDataModule(pl.LightningDataModule):
         if batch_size < 1:
             raise ValueError(f"dataset.batch_size={batch_size} must be a positive integer")
         self.batch_size = int(batch_size)
+        if int(num_workers) < 0:
+            raise ValueError(f"dataset.num_workers={num_workers} must be >= 0 (0: load in the training process)")
         self.num_workers = int(num_workers)
         self.pin_memory = bool(pin_memory)
         if max_images is not None and (int(max_images) != max_images or max_images < 1):
@@ -86,6 +177,7 @@ class FaceDataModule(pl.LightningDataModule):
         self.val_set: Dataset | None = None
         self.vocab: Vocabulary | None = None
         self._restored_vocab: Vocabulary | None = None
+        self._order_seed = 0  # the run's seed (set_order_seed), not the dataset's own
 
     # --- subclass API ---------------------------------------------------------------------
     def build(self) -> None:
@@ -121,26 +213,40 @@ class FaceDataModule(pl.LightningDataModule):
         """Progressive training changes the batch size per stage; Lightning then reloads."""
         self.batch_size = int(batch_size)
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=collate_faces,
-        )
+    def set_order_seed(self, seed: int) -> None:
+        """The run's ``seed`` orders the training images (RankSeed passes it at fit start)."""
+        self._order_seed = int(seed)
 
-    def train_dataloader(self) -> DataLoader:
+    def _images_trained(self) -> int:
+        """Images this rank has trained on (the module counts them over all ranks): where its
+        sample order goes on."""
+        module = self.trainer.lightning_module
+        return int(getattr(module, "images_seen", 0)) // self.trainer.world_size
+
+    def train_dataloader(self) -> StreamLoader:
         self.setup("fit")
         if len(self.train_set) < self.batch_size:
             raise ValueError(
                 f"the training set has {len(self.train_set)} images, fewer than one batch "
                 f"(dataset.batch_size={self.batch_size}): lower the batch size or add images"
             )
-        return self._loader(self.train_set, shuffle=True)
+        if self.trainer is not None:
+            order = ImageStream(len(self.train_set), self._order_seed, self.trainer.global_rank,
+                                self.trainer.world_size, self._images_trained)
+        else:
+            order = ImageStream(len(self.train_set), self._order_seed)
+        return StreamLoader(
+            SeededItems(self.train_set),
+            batch_size=self.batch_size,
+            sampler=order,
+            drop_last=True,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=collate_faces,
+            # the workers' base seed is drawn from this, not from training's generator
+            generator=torch.Generator().manual_seed(self._order_seed),
+        )
 
     # The vocabulary travels with checkpoints so generation maps words to the same ids.
     def state_dict(self) -> dict[str, Any]:
