@@ -14,8 +14,8 @@ import contextlib
 import os
 import re
 import secrets
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, BinaryIO
 
 import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
@@ -30,19 +30,18 @@ def temporary_path(path: str) -> str:
     return os.path.join(directory, f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save(obj, path)`` that replaces ``path`` atomically and durably.
-
-    On any failure (including KeyboardInterrupt) the temporary file is removed and the
-    previous file at ``path`` is left untouched.
-    """
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """An open binary file that becomes ``path`` when the block ends without error: written
+    beside it, flushed and fsynced, renamed over it, the directory entry fsynced. On any
+    failure (including KeyboardInterrupt) the temporary file is removed and ``path`` untouched."""
     path = os.path.abspath(os.fspath(path))
     directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
     tmp = temporary_path(path)
     try:
         with open(tmp, "xb") as f:  # "x": never reuse another writer's file
-            torch.save(obj, f)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -51,6 +50,12 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
             os.remove(tmp)
         raise
     _fsync_directory(directory)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save(obj, path)`` that replaces ``path`` atomically and durably (``atomic_file``)."""
+    with atomic_file(path) as f:
+        torch.save(obj, f)
 
 
 def _fsync_directory(directory: str) -> None:

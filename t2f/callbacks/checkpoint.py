@@ -34,7 +34,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from t2f.callbacks.divergence import TrainingDiverged, nonfinite_tensors
 from t2f.callbacks.intervals import KimgInterval
-from t2f.checkpoint_io import remove_stale_temporaries, temporary_path
+from t2f.checkpoint_io import atomic_file, remove_stale_temporaries
 
 LAST = "last.ckpt"
 BEST = "best.ckpt"
@@ -63,17 +63,8 @@ def snapshots(dirpath: str | os.PathLike) -> list[str]:
 def copy_atomically(source: str, target: str) -> None:
     """``target`` becomes a copy of ``source`` (its own file, fsynced), renamed into place, so a
     damaged ``last.ckpt`` never takes its snapshots with it."""
-    tmp = temporary_path(target)
-    try:
-        with open(source, "rb") as src, open(tmp, "xb") as dst:
-            shutil.copyfileobj(src, dst, 16 << 20)
-            dst.flush()
-            os.fsync(dst.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
+    with open(source, "rb") as src, atomic_file(target) as dst:
+        shutil.copyfileobj(src, dst, 16 << 20)
 
 
 class KimgCheckpoint(Checkpoint):
