@@ -4,6 +4,7 @@ ends (CPU, ``trainer.deterministic=true``): weights, buffers, optimizer states a
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -34,13 +35,27 @@ class _InterruptAt(pl.Callback):
             raise KeyboardInterrupt
 
 
-def _train_until_done(run: Path, model: str, overrides: list[str], stops: list[int]) -> dict[str, Any]:
-    """Train in ``run``, interrupted after each of ``stops`` images and resumed; the final checkpoint."""
+class _CtrlCInsideStep(pl.Callback):
+    """A real SIGINT in the middle of the step that starts at ``images`` seen: between the critic's
+    backward pass and its optimizer step."""
+
+    def __init__(self, images: int) -> None:
+        self.images, self.sent = images, False
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if pl_module.images_seen == self.images and not self.sent:  # once: a second Ctrl-C stops at once
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def _train_until_done(run: Path, model: str, overrides: list[str], stops: list[int],
+                      interrupt: type[pl.Callback] = _InterruptAt) -> dict[str, Any]:
+    """Train in ``run``, interrupted at each of ``stops`` images and resumed; the final checkpoint."""
     sigint = signal.getsignal(signal.SIGINT)  # Lightning ignores SIGINT after a Ctrl-C
     try:
         for images in stops:
             with pytest.raises(SystemExit):
-                train(compose_config(run, overrides, model=model), extra_callbacks=[_InterruptAt(images)])
+                train(compose_config(run, overrides, model=model), extra_callbacks=[interrupt(images)])
     finally:
         signal.signal(signal.SIGINT, sigint)
     train(compose_config(run, overrides, model=model))
@@ -83,6 +98,15 @@ def test_a_resumed_run_equals_the_uninterrupted_one_bit_for_bit(tmp_path_factory
     straight = _train_until_done(tmp_path_factory.mktemp(f"{model}_straight"), model, overrides, [])
     resumed = _train_until_done(tmp_path_factory.mktemp(f"{model}_resumed"), model, overrides, stops)
     _assert_same_run(straight, resumed, images)
+
+
+def test_a_ctrl_c_inside_a_step_stops_after_it_and_resumes_bit_for_bit(tmp_path_factory) -> None:
+    """Python raises KeyboardInterrupt wherever SIGINT lands; StopBetweenBatches finishes the step."""
+    overrides = [*EXACT, "model.total_kimg=0.064"]
+    straight = _train_until_done(tmp_path_factory.mktemp("ctrlc_straight"), "dcgan", overrides, [])
+    resumed = _train_until_done(tmp_path_factory.mktemp("ctrlc_resumed"), "dcgan", overrides, [40],
+                                interrupt=_CtrlCInsideStep)
+    _assert_same_run(straight, resumed, 64)
 
 
 def test_the_sample_order_is_a_function_of_seed_epoch_rank_and_position() -> None:
