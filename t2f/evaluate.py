@@ -89,7 +89,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 def evaluate_folders(cfg: DictConfig) -> dict[str, Any]:
     """FID/KID/IS of folder ``cfg.images`` against ``cfg.real_images``, torch-fidelity's numbers, so
     that samples saved by any tool are scored by the reference protocol; returns the JSON report."""
-    from t2f.metrics.inception import INCEPTION, RNG_SEED, image_files, score_image_folders
+    from t2f.metrics.inception import (
+        INCEPTION,
+        REPORTED_NAMES,
+        RNG_SEED,
+        image_files,
+        score_image_folders,
+    )
 
     metrics_cfg = cfg.get("metrics") or {}
     opts = metrics_cfg.get("inception")
@@ -108,14 +114,13 @@ def evaluate_folders(cfg: DictConfig) -> dict[str, Any]:
         images, real, weights, names=list(opts.names), kid_subset_size=options["kid_subset_size"],
         kid_subsets=options["kid_subsets"], is_splits=options["isc_splits"], seed=options["rng_seed"],
         batch_size=int(cfg.batch_size), device=resolve_device(str(cfg.device)), feature_extractor=extractor)
-    names = {"fid": "fid", "kid_mean": "kid", "kid_std": "kid_std", "is_mean": "is", "is_std": "is_std"}
     features = (f"feature_extractor_weights_path={weights!r}" if extractor == INCEPTION
                 else f"feature_extractor=<the module in {weights}>")
     reference = (f"torch_fidelity.calculate_metrics(input1={images!r}, input2={real!r}, fid=True, kid=True, "
                  f"isc=True, {features}, " + ", ".join(f"{k}={v}" for k, v in options.items()) + ")")
     report = {"images": images, "real_images": real, "num_images": counts[0], "num_real": counts[1],
               "inception_weights": weights, "options": options, "reference": reference,
-              "metrics": {names[k]: v for k, v in values.items()}}
+              "metrics": {REPORTED_NAMES[k]: v for k, v in values.items()}}
     out = Path(cfg.out).expanduser() if cfg.get("out") else Path(images).with_name(Path(images).name + ".metrics.json")
     print(f"{images} ({counts[0]} images) against {real} ({counts[1]} images)")
     print(text_table(("metric", "value"), [(k, f"{v:.6g}") for k, v in report["metrics"].items()]))

@@ -81,6 +81,7 @@ from t2f.metrics.common import as_rgb, dist_rank_world, full_precision, to_uint8
 __all__ = [
     "INCEPTION_WEIGHTS_FILENAME",
     "INCEPTION_WEIGHTS_URL",
+    "REPORTED_NAMES",
     "InceptionMetrics",
     "InceptionWeightsUnavailableWarning",
     "build_inception_metrics",
@@ -91,6 +92,8 @@ __all__ = [
 ]
 
 INCEPTION_WEIGHTS_URL: str = URL_INCEPTION_V3
+# InceptionMetrics.compute()'s keys -> the names t2f reports (metrics/fid, metrics/kid, ...)
+REPORTED_NAMES = {"fid": "fid", "kid_mean": "kid", "kid_std": "kid_std", "is_mean": "is", "is_std": "is_std"}
 INCEPTION_WEIGHTS_FILENAME: str = URL_INCEPTION_V3.rsplit("/", 1)[-1]  # weights-inception-2015-12-05-6726825d.pth
 INCEPTION = "inception-v3-compat"
 MODULE = "module"

@@ -61,7 +61,12 @@ from t2f.metrics.alignment import (
 )
 from t2f.metrics.common import dist_rank_world
 from t2f.metrics.diversity import diversity_ratio, matching_reals, mean_pairwise_distance
-from t2f.metrics.inception import INCEPTION, InceptionMetrics, build_inception_metrics
+from t2f.metrics.inception import (
+    INCEPTION,
+    REPORTED_NAMES,
+    InceptionMetrics,
+    build_inception_metrics,
+)
 from t2f.metrics.protocol import Protocol, cached_real_statistics
 from t2f.metrics.swd import SlicedWassersteinDistance
 
@@ -358,8 +363,7 @@ class MetricSuite:
 
                 def inc_values(metric=inc):
                     out = metric.compute()
-                    names = {"fid": "fid", "kid_mean": "kid", "kid_std": "kid_std", "is_mean": "is", "is_std": "is_std"}
-                    return {names[k]: v for k, v in out.items()}
+                    return {REPORTED_NAMES[k]: v for k, v in out.items()}
                 computers.append(inc_values)
                 reported = proto.replace(num_fake=m, options={
                     **common, "kid_subset_size": subset, "kid_subsets": self.inception["kid_subsets"],
