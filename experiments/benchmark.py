@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -77,6 +78,8 @@ def main() -> None:
         timer = Timer(args.warmup, args.steps, stage)
         trainer = instantiate(cfg.trainer, callbacks=[timer], logger=False, enable_checkpointing=False,
                               enable_progress_bar=False, enable_model_summary=False)
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
         trainer.fit(module, datamodule=datamodule)
 
     resolution = getattr(module, "resolution", cfg.dataset.resolution)
@@ -84,7 +87,17 @@ def main() -> None:
           f"batch={cfg.dataset.batch_size} device={trainer.strategy.root_device} precision={trainer.precision} "
           f"torch={torch.__version__} threads={torch.get_num_threads()} cpus={os.cpu_count()}")
     print(f"throughput: {timer.images / timer.elapsed:.1f} images/s "
-          f"({timer.images} images in {timer.elapsed:.2f}s after {args.warmup} warm-up batches)")
+          f"({timer.images} images in {timer.elapsed:.2f}s after {args.warmup} warm-up batches); "
+          f"{timer.elapsed / timer.images * 1000:.2f} s/kimg")
+    print(f"peak memory: {peak_memory()}")
+
+
+def peak_memory() -> str:
+    """The process's peak resident memory (Linux reports KiB), and the GPU's peak allocation."""
+    text = f"CPU RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
+    if torch.cuda.is_available():
+        text += f", GPU {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB allocated"
+    return text
 
 
 if __name__ == "__main__":
