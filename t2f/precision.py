@@ -3,7 +3,9 @@
 On a CPU with bf16 matrix units (Intel AMX) autocast makes T2F's training step 1.6 times as
 fast as fp32, the critic's gradient penalty included, at the same caption alignment and SWD
 (README, "Precision and speed"). CPUs without them have no fast bf16 path, so fp32 stays. On
-GPUs auto keeps fp32 until bf16 is measured there: set ``trainer.precision=bf16-mixed`` to use it.
+GPUs auto keeps fp32: on an H200 at the default widths the step waits on kernel launches and
+bf16 made T2F slower (0.86x; experiments/results/benchmark_gpu.md). Set
+``trainer.precision=bf16-mixed`` for wide models, where it also halves activation memory.
 """
 
 from __future__ import annotations
