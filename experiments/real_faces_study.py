@@ -1,0 +1,156 @@
+"""Issue 16's study on real faces: many training runs side by side, each scored the same way.
+
+    python experiments/real_faces_study.py --data /data/celeba --out /tmp/study [--only NAME ...]
+        [--parallel N] [--smoke]
+
+Every job in ``JOBS`` trains with ``run.py`` at 32 px on CelebA (``dataset=celeba``) with SWD
+logged every 20 kimg (``metrics=swd``: the SWD-against-kimg curves, 2,048 training images), then
+its last checkpoint is scored by ``python -m t2f.evaluate`` (2,000 samples of the EMA generator;
+T2F models also get ``alignment`` and ``diversity``; the 1,000-image runs are scored against the
+500 held-out validation images). Jobs run as separate processes, ``--parallel`` at a time, each
+with one thread, so a 16-core GPU machine runs them all at once. ``--smoke`` shrinks every job
+to a few batches at 16 px to check the pipeline. Prints one table and writes ``summary.json``
+(every figure, the curves, the commands) and ``summary.md`` under ``--out``; each job's run
+directory holds its sample grids, ``metrics.csv`` and logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CURVE = ["metrics=swd", "metrics.every_kimg=20"]
+STYLEGAN_300 = "model.schedule.kimg.32=220"  # 15 + 25 + 40 + 220 kimg: 300 in all
+SUBSET = ["+dataset.max_images=1000", "model.total_kimg=200"]
+AUGMENT = "model.augment.policy=[color,translation,cutout]"
+
+# name -> (overrides, evaluation metrics, real split of the evaluation)
+JOBS: dict[str, tuple[list[str], str, str]] = {
+    "dcgan": (["model=dcgan", "model.total_kimg=300"], "[swd]", "train"),
+    "stylegan": (["model=stylegan", STYLEGAN_300], "[swd]", "train"),
+    "stylegan_lr": (["model=stylegan", STYLEGAN_300, "model.schedule.lr={4:0.005,32:0.002}"], "[swd]", "train"),
+    "stylegan_ns_r1": (["model=stylegan", STYLEGAN_300, "model.loss.name=nonsaturating",
+                        "model.loss.r1_gamma=10"], "[swd]", "train"),
+    "stylegan_ns_r1_lr": (["model=stylegan", STYLEGAN_300, "model.loss.name=nonsaturating", "model.loss.r1_gamma=10",
+                           "model.schedule.lr=0.002", "model.schedule.batch_size=32"], "[swd]", "train"),
+    "t2f": (["model=t2f"], "[swd,alignment,diversity]", "train"),
+    "t2f_ms1": (["model=t2f", "model.mode_seeking=1"], "[swd,alignment,diversity]", "train"),
+    "t2f_ms2": (["model=t2f", "model.mode_seeking=2"], "[swd,alignment,diversity]", "train"),
+    "t2f_ms1_noimgwords": (["model=t2f", "model.mode_seeking=1", "model.word_prediction.image=0"],
+                           "[swd,alignment,diversity]", "train"),
+    "t2f_ms1_c1": (["model=t2f", "model.mode_seeking=1", "model.contrastive.weight=1"],
+                   "[swd,alignment,diversity]", "train"),
+    "t2f_ms1_lr": (["model=t2f", "model.mode_seeking=1", "model.schedule.lr.4=0.005", "model.schedule.lr.32=0.002"],
+                   "[swd,alignment,diversity]", "train"),
+    "dcgan_1k": (["model=dcgan", *SUBSET], "[swd]", "val"),
+    "dcgan_1k_diffaug": (["model=dcgan", *SUBSET, AUGMENT], "[swd]", "val"),
+    "dcgan_1k_ada": (["model=dcgan", *SUBSET, AUGMENT, "model.augment.ada_target=0.6"], "[swd]", "val"),
+}
+
+SMOKE = ["dataset.resolution=16", "metrics.every_kimg=0.05", "metrics.num_samples=64", "metrics.num_real=64",
+         "metrics.swd.min_resolution=16"]
+
+
+def smoke_length(overrides: list[str]) -> list[str]:
+    """A few batches: DCGAN by total_kimg, progressive models by their per-stage kimg."""
+    progressive = any(o in ("model=stylegan", "model=t2f") for o in overrides)
+    kept = [o for o in overrides if not o.startswith(("model.total_kimg", "model.schedule.kimg"))]
+    return kept + (["model.schedule.kimg=0.05"] if progressive else ["model.total_kimg=0.2"])
+
+
+def run_job(name: str, data: str, out: Path, smoke: bool) -> dict:
+    overrides, metrics, split = JOBS[name]
+    job = out / name
+    job.mkdir(parents=True, exist_ok=True)
+    train_args = ["dataset=celeba", f"dataset.root={data}", "dataset.resolution=32", "dataset.num_workers=1",
+                  "logger=csv", "print_config=false", f"hydra.run.dir={job / 'run'}",
+                  "callbacks.progress_bar.refresh_rate=500", "callbacks.samples.every_kimg=50",
+                  *overrides, *CURVE]
+    if smoke:
+        train_args = smoke_length(train_args) + SMOKE
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    t0 = time.time()
+    with open(job / "train.log", "w") as log:
+        rc = subprocess.call([sys.executable, str(REPO / "run.py"), *train_args], cwd=REPO, env=env,
+                             stdout=log, stderr=subprocess.STDOUT)
+    train_s = time.time() - t0
+    result: dict = {"name": name, "train_args": train_args, "train_rc": rc, "train_s": round(train_s, 1)}
+    ckpt = job / "run" / "checkpoints" / "last.ckpt"
+    if rc != 0 or not ckpt.is_file():
+        return result
+    n = 64 if smoke else 2000
+    real = 64 if smoke else (500 if split == "val" else 2000)
+    eval_args = [f"ckpt={ckpt}", f"metrics={metrics}", f"num_samples={n}", f"num_real={real}",
+                 f"metrics.real_split={split}", f"out={job / 'eval.json'}"]
+    with open(job / "eval.log", "w") as log:
+        result["eval_rc"] = subprocess.call([sys.executable, "-m", "t2f.evaluate", *eval_args], cwd=REPO,
+                                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    result["eval_args"] = eval_args
+    if (job / "eval.json").is_file():
+        report = json.loads((job / "eval.json").read_text())
+        result["kimg"] = report.get("kimg")
+        result["scores"] = {k: v["mean"] for k, v in report["metrics"].items()
+                            if isinstance(v, dict) and isinstance(v.get("mean"), (int, float))}
+    result["curve"] = swd_curve(job / "run")
+    return result
+
+
+def swd_curve(run: Path) -> list[tuple[float, float]]:
+    """(kimg, metrics/swd) pairs from the run's metrics.csv."""
+    files = sorted(run.rglob("metrics.csv"))
+    points: list[tuple[float, float]] = []
+    for f in files:
+        with open(f) as fh:
+            for row in csv.DictReader(fh):
+                if row.get("metrics/swd") and row.get("kimg"):
+                    points.append((round(float(row["kimg"]), 1), round(float(row["metrics/swd"]), 2)))
+    return points
+
+
+SHOWN = ["swd", "alignment", "diversity", "alignment_accuracy", "alignment_accuracy_real", "r_precision",
+         "r_precision_real"]
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| job | kimg | train min | " + " | ".join(SHOWN) + " | SWD curve (kimg: swd) |",
+             "|---" * (len(SHOWN) + 4) + "|"]
+    for r in results:
+        s = r.get("scores", {})
+        cells = [f"{s[k]:.3g}" if k in s else "" for k in SHOWN]
+        curve = ", ".join(f"{k:g}: {v:g}" for k, v in r.get("curve", []))
+        status = "" if r.get("train_rc") == 0 and r.get("eval_rc") == 0 else f" (rc {r.get('train_rc')}/{r.get('eval_rc')})"
+        lines.append(f"| {r['name']}{status} | {r.get('kimg') or ''} | {r['train_s'] / 60:.1f} | "
+                     + " | ".join(cells) + f" | {curve} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="the CelebA root (official layout)")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--only", nargs="*", default=None, choices=sorted(JOBS))
+    parser.add_argument("--parallel", type=int, default=len(JOBS))
+    parser.add_argument("--smoke", action="store_true", help="a few batches per job at 16 px")
+    args = parser.parse_args()
+    names = args.only or list(JOBS)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
+        results = list(pool.map(lambda n: run_job(n, args.data, args.out, args.smoke), names))
+    summary = {"command": " ".join(sys.argv), "results": results}
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    text = table(results)
+    (args.out / "summary.md").write_text(text + "\n")
+    print(text)
+    return 0 if all(r.get("train_rc") == 0 and r.get("eval_rc") == 0 for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
