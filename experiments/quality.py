@@ -52,9 +52,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from t2f.callbacks.samples import grid_image
 from t2f.conf import CONFIG_DIR
 from t2f.data.celeba import SPLITS, CelebADataModule
+from t2f.grids import grid_image
 from t2f.growth import ProgressiveSchedule
 from t2f.metrics.suite import Evaluation, MetricSuite
 from t2f.train import train

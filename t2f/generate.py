@@ -30,7 +30,6 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from torch import Tensor
 
-from t2f.callbacks.samples import grid_image
 from t2f.checkpoints import resolve_device, user_errors
 from t2f.export import (
     StandaloneGenerator,
@@ -39,6 +38,7 @@ from t2f.export import (
     check_psi,
     checkpoint_state,
 )
+from t2f.grids import grid_image
 from t2f.utils import check_output_file, read_utf8
 from t2f.video import timelapse_frames, write_video
 

@@ -7,38 +7,12 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 from pytorch_lightning.utilities import rank_zero_only
-from torchvision.utils import make_grid
 
 from t2f.callbacks.intervals import KimgInterval
 from t2f.callbacks.rng import rng_untouched
-
-
-def grid_image(images: torch.Tensor, nrow: int, row_labels: list[str] | None = None,
-               min_size: int = 64) -> Image.Image:
-    """A PIL grid of images in [-1, 1]; with ``row_labels``, each row's text is printed beside it.
-
-    Images smaller than ``min_size`` (early progressive stages) are enlarged with nearest
-    neighbours so that every grid of a run is readable at the same scale.
-    """
-    if images.shape[-1] < min_size:
-        images = torch.nn.functional.interpolate(images.float(), scale_factor=min_size // images.shape[-1])
-    grid = make_grid(images.float().cpu(), nrow=nrow, padding=2, normalize=True, value_range=(-1, 1))
-    array = grid.mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
-    picture = Image.fromarray(array)
-    if not row_labels:
-        return picture
-    font = ImageFont.load_default()
-    row_height = (picture.height - 2) / len(row_labels)
-    text_width = max(int(ImageDraw.Draw(picture).textlength(t, font=font)) for t in row_labels) + 12
-    canvas = Image.new("RGB", (picture.width + text_width, picture.height), "white")
-    canvas.paste(picture, (0, 0))
-    draw = ImageDraw.Draw(canvas)
-    for row, text in enumerate(row_labels):
-        y = int(2 + row * row_height + row_height / 2 - 6)
-        draw.text((picture.width + 6, y), text, fill="black", font=font)
-    return canvas
+from t2f.grids import grid_image
 
 
 class SampleGrid(pl.Callback):
