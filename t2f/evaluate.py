@@ -6,8 +6,8 @@ The module and datamodule are rebuilt from the resolved config stored in the che
 ``on_load_checkpoint``, so a progressive model is measured at the resolution it had reached.
 The metrics are those of training (``conf/metrics``, the same ``MetricSuite`` and the same
 real-statistics cache). Samples come from the EMA generator; text-conditional models get
-validation captions. Prints a table of mean ± std over seeds with the protocol beside each
-number, and writes the same as JSON.
+validation captions. Prints each protocol once, then a table of mean ± std over seeds with its protocol label,
+and writes the same as JSON.
 
 With ``images`` and ``real_images`` (two folders of PNG/JPEG images) there is no checkpoint:
 FID, KID and IS of ``images`` against ``real_images`` are computed as
@@ -141,11 +141,21 @@ def write_report(report: dict[str, Any], out: Path) -> dict[str, Any]:
 
 
 def format_table(report: dict[str, Any]) -> str:
-    """Plain-text table: metric, mean ± std over seeds, protocol."""
+    """Plain-text report: each protocol once (P1, P2, ...), then metric | value | protocol label.
+
+    The value is the mean, with ± the std over seeds when there are several seeds."""
     head = (f"{report['model']} at {report['kimg']:.1f} kimg, {report['resolution']}px, "
             f"{report['num_samples']} samples x seeds {report['seeds']}  ({report['checkpoint']})")
-    rows = [(name, f"{m['mean']:.4f} ± {m['std']:.4f}", m["protocol"] or "") for name, m in report["metrics"].items()]
-    lines = [head, text_table(("metric", "mean ± std", "protocol"), rows)]
+    several = len(report.get("seeds") or []) > 1
+    labels: dict[str, str] = {}
+    rows = []
+    for name, m in report["metrics"].items():
+        protocol = m["protocol"] or ""
+        label = labels.setdefault(protocol, f"P{len(labels) + 1}") if protocol else ""
+        value = f"{m['mean']:.4f} ± {m['std']:.4f}" if several else f"{m['mean']:.4f}"
+        rows.append((name, value, label))
+    lines = [head] + [f"{label}: {protocol}" for protocol, label in labels.items()]
+    lines.append(text_table(("metric", "mean ± std" if several else "value", "protocol"), rows))
     lines += [f"note: {n}" for n in report["notes"]]
     if not rows:
         lines.append("(no metric could be computed: see the warnings above)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -37,10 +38,13 @@ def test_evaluate_cli_prints_table_and_writes_json(tmp_path: Path) -> None:
                  "r_precision_vs_real", "classifier_accuracy", "diversity", "swd_conditional"):
         assert name in metrics, sorted(metrics)
         assert len(metrics[name]["values"]) == 2 and metrics[name]["protocol_key"]
-        assert metrics[name]["protocol"] in result.stdout  # the protocol is printed beside the number
+    protocols = dict(ln.split(": ", 1) for ln in result.stdout.splitlines() if re.match(r"P\d+: ", ln))
+    assert sorted(protocols.values()) == sorted({m["protocol"] for m in metrics.values()})  # each printed once
     assert metrics["swd"]["std"] > 0  # different seeds, different samples
     assert "seed=[0, 1]" in metrics["swd"]["protocol"]
     assert "mean ± std" in result.stdout and f"Wrote {out}" in result.stdout
     line = next(ln for ln in result.stdout.splitlines() if ln.startswith("swd "))
     assert f"{metrics['swd']['mean']:.4f} ± {metrics['swd']['std']:.4f}" in line
+    assert protocols[line.split()[-1]] == metrics["swd"]["protocol"]  # the row names its protocol
+    assert all(len(ln) < 100 for ln in result.stdout.splitlines() if ln.startswith(("swd", "alignment")))
     assert not list(tmp_path.glob("outputs")) and not list(tmp_path.glob("*.log"))  # writes nothing else
