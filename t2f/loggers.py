@@ -12,13 +12,17 @@ resumes the same run id (``t2f.train``).
 from __future__ import annotations
 
 import csv
+import netrc
+import os
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from pytorch_lightning.loggers import CSVLogger as _LightningCSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
 
-__all__ = ["AppendingExperimentWriter", "CSVLogger"]
+__all__ = ["AppendingExperimentWriter", "CSVLogger", "wandb_credentials", "wandb_mode"]
 
 
 class AppendingExperimentWriter(ExperimentWriter):
@@ -73,3 +77,25 @@ class CSVLogger(_LightningCSVLogger):
         self._fs.makedirs(self.root_dir, exist_ok=True)
         self._experiment = AppendingExperimentWriter(log_dir=self.log_dir)
         return self._experiment
+
+
+def wandb_credentials(env: dict[str, str] | None = None) -> bool:
+    """Whether W&B would find an API key without asking: ``WANDB_API_KEY``, or the netrc entry
+    that ``wandb login`` writes for the W&B host (``WANDB_BASE_URL``, default api.wandb.ai)."""
+    env = dict(os.environ) if env is None else env
+    if env.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(env.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname or "api.wandb.ai"
+    path = Path(env.get("NETRC") or Path(env.get("HOME") or Path.home()) / ".netrc")
+    try:
+        entry = netrc.netrc(str(path)).authenticators(host)
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return bool(entry and entry[2])
+
+
+def wandb_mode(env: dict[str, str] | None = None) -> str:
+    """``WANDB_MODE`` if the user set it; else online with credentials and offline without, so a
+    run never stops at a login prompt and a logged-in user's runs reach the dashboard."""
+    env = dict(os.environ) if env is None else env
+    return env.get("WANDB_MODE") or ("online" if wandb_credentials(env) else "offline")

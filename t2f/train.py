@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from t2f.callbacks.checkpoint import snapshots
 from t2f.compare import wandb_run_folders
+from t2f.loggers import wandb_credentials, wandb_mode
 from t2f.precision import resolve_precision
 from t2f.preflight import check_resume, check_trainer
 from t2f.run_lock import run_directory_lock
@@ -44,7 +45,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
 
 
 def _train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None) -> dict[str, float]:
-    os.environ.setdefault("WANDB_MODE", "offline")  # never block on a login prompt
+    os.environ["WANDB_MODE"] = wandb_mode()  # online when logged in; never a login prompt
     os.environ.setdefault("WANDB_SILENT", "true")
     _check_optimized_metric_is_measured(cfg)
     check_seed(cfg.get("seed"))
@@ -320,6 +321,10 @@ def _name_wandb_run(cfg: DictConfig, resuming: bool) -> None:
     wandb_cfg = OmegaConf.select(cfg, "logger.wandb")
     if not wandb_cfg or "WandbLogger" not in str(wandb_cfg.get("_target_")):
         return
+    mode = os.environ.get("WANDB_MODE", "offline")
+    rank_zero_print(f"W&B: {mode}" + ("" if mode != "offline" or wandb_credentials() else
+                    " (no W&B login found: `wandb login` or WANDB_API_KEY puts runs online; "
+                    "`wandb sync <run>/wandb/offline-run-*` uploads this one later)"))
     choices = {g: _choice(g) for g in ("model", "dataset", "experiment", "hydra/sweeper", "hparams_search")}
     choices = {g: c for g, c in choices.items() if c not in ("?", "None")}
     experiment = choices.get("experiment")

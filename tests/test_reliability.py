@@ -245,6 +245,8 @@ def test_resume_with_nothing_readable_is_one_clear_line(tmp_path) -> None:
 def test_csv_history_survives_resume(tmp_path) -> None:
     logs = ["+logger.csv.flush_logs_every_n_steps=1", "trainer.log_every_n_steps=1"]
     train(compose_config(tmp_path, logs))
+    hparams = OmegaConf.load(tmp_path / "run" / "csv" / "hparams.yaml")
+    assert set(hparams) == set(OmegaConf.load(tmp_path / "run" / "config.yaml"))  # one config, no flattened copy
     metrics = tmp_path / "run" / "csv" / "metrics.csv"
     header = metrics.read_text().splitlines()[0].split(",")
     orphan = {k: "" for k in header} | {"step": "5", "loss/d": "123.0"}

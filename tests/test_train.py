@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -220,3 +221,31 @@ def test_channels_last_trains_exactly_like_contiguous_layout(tmp_path, one_threa
     assert weights[1][conv].is_contiguous()
     for name, value in weights[0].items():
         torch.testing.assert_close(value, weights[1][name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_wandb_goes_online_only_with_credentials_and_never_prompts(tmp_path):
+    from t2f.loggers import wandb_mode
+
+    home = {"HOME": str(tmp_path)}
+    assert wandb_mode(home) == "offline"  # no key, no ~/.netrc: offline, no login prompt
+    assert wandb_mode({**home, "WANDB_API_KEY": "k" * 40}) == "online"
+    assert wandb_mode({**home, "WANDB_API_KEY": "k" * 40, "WANDB_MODE": "disabled"}) == "disabled"  # the user's
+    (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password " + "p" * 40 + "\n")
+    assert wandb_mode(home) == "online"  # what `wandb login` writes
+    assert wandb_mode({**home, "WANDB_BASE_URL": "https://wandb.example.org"}) == "offline"  # another host
+    (tmp_path / ".netrc").write_text("this is not a netrc file")
+    assert wandb_mode(home) == "offline"
+
+
+def test_each_grid_is_saved_and_logged_once(tmp_path):
+    from t2f.callbacks.samples import SampleGrid
+
+    grid = SampleGrid(str(tmp_path / "again"), every_kimg=0.032, num_samples=4)
+    saved: list[str] = []
+    grid.save = lambda trainer, module: saved.append(module.images_seen)  # type: ignore[method-assign]
+    module = SimpleNamespace(images_seen=64)
+    grid._saved_at = 64
+    grid.on_train_end(None, module)  # the last batch saved this grid: the end saves nothing more
+    grid._saved_at = 32
+    grid.on_train_end(None, module)
+    assert saved == [64]

@@ -32,6 +32,7 @@ class SampleGrid(pl.Callback):
         self.saved: list[str] = []
         self._inputs: dict[str, Any] | None = None
         self._labels: list[str] | None = None
+        self._saved_at: int | None = None  # images seen at the last grid
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.interval.reset(pl_module.images_seen)
@@ -43,7 +44,8 @@ class SampleGrid(pl.Callback):
             self.save(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.save(trainer, pl_module)
+        if self._saved_at != pl_module.images_seen:  # the last batch may have saved this grid already
+            self.save(trainer, pl_module)
 
     @rank_zero_only
     def save(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -57,6 +59,7 @@ class SampleGrid(pl.Callback):
         path = os.path.join(self.dirpath, name)
         picture.save(path)
         self.saved.append(path)
+        self._saved_at = pl_module.images_seen
         for logger in trainer.loggers:
             _log_image(logger, path, picture, trainer.global_step, pl_module.kimg)
 

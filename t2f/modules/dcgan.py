@@ -28,7 +28,7 @@ class DCGANModule(GANModule):
                 "which batch norm in the critic mixes across samples: set model.d_norm=layer "
                 "(or none)"
             )
-        self.save_hyperparameters(ignore=["optimizer_g", "optimizer_d"])
+        self.save_hyperparameters(ignore=["optimizer_g", "optimizer_d"], logger=False)  # t2f.train logs the resolved config, once
         self.latent_dim = latent_dim
         self.generator = DCGANGenerator(latent_dim, resolution, g_width)
         self.discriminator = DCGANDiscriminator(resolution, d_width, norm=d_norm)

@@ -70,7 +70,7 @@ class StyleGANModule(TextConditionedMixin, ProgressiveMixin, GANModule):
     ) -> None:
         growth = ProgressiveSchedule(max_resolution=resolution, **dict(schedule))
         super().__init__(total_kimg=growth.total_kimg, **base)
-        self.save_hyperparameters(ignore=["optimizer_g", "optimizer_d"])
+        self.save_hyperparameters(ignore=["optimizer_g", "optimizer_d"], logger=False)  # t2f.train logs the resolved config, once
         self.init_progressive(growth)
         if not 0.0 <= style_mixing_prob <= 1.0:
             raise ValueError(f"model.style_mixing_prob={style_mixing_prob} must be in [0, 1]")

@@ -47,7 +47,7 @@ class T2FModule(TextConditionedMixin, ProgressiveMixin, GANModule):
     ) -> None:
         growth = ProgressiveSchedule(max_resolution=resolution, **dict(schedule))
         super().__init__(total_kimg=growth.total_kimg, **base)
-        self.save_hyperparameters(ignore=["optimizer_g", "optimizer_d"])
+        self.save_hyperparameters(ignore=["optimizer_g", "optimizer_d"], logger=False)  # t2f.train logs the resolved config, once
         self.init_progressive(growth)
         self.noise_dim = noise_dim
         self.condition_dim = condition_dim
