@@ -22,7 +22,7 @@ from pytorch_lightning.loggers import CSVLogger as _LightningCSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
 
-__all__ = ["AppendingExperimentWriter", "CSVLogger", "wandb_credentials", "wandb_mode"]
+__all__ = ["AppendingExperimentWriter", "CSVLogger", "use_kimg_axis", "wandb_credentials", "wandb_mode"]
 
 
 class AppendingExperimentWriter(ExperimentWriter):
@@ -99,3 +99,14 @@ def wandb_mode(env: dict[str, str] | None = None) -> str:
     run never stops at a login prompt and a logged-in user's runs reach the dashboard."""
     env = dict(os.environ) if env is None else env
     return env.get("WANDB_MODE") or ("online" if wandb_credentials(env) else "offline")
+
+
+def use_kimg_axis(loggers: list[Any]) -> None:
+    """Every W&B panel against kimg. Losses, metrics and grids are all logged with ``kimg`` and
+    at step = images seen, so CSV rows and TensorBoard points of one moment share their step too."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.define_metric("kimg")
+            logger.experiment.define_metric("*", step_metric="kimg", step_sync=True)

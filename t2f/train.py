@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from t2f.callbacks.checkpoint import snapshots
 from t2f.compare import wandb_run_folders
-from t2f.loggers import wandb_credentials, wandb_mode
+from t2f.loggers import use_kimg_axis, wandb_credentials, wandb_mode
 from t2f.precision import resolve_precision
 from t2f.preflight import check_resume, check_trainer
 from t2f.run_lock import run_directory_lock
@@ -92,6 +92,7 @@ def _train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None) -> dict[s
         OmegaConf.save(module.run_config, os.path.join(output_dir, "config.yaml"))
         for logger in trainer.loggers:
             logger.log_hyperparams(module.run_config)
+        use_kimg_axis(trainer.loggers)
     ddp_env = {k: os.environ.get(k) for k in _DDP_ENV}
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, **_weights_only(trainer))

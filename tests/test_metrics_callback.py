@@ -46,6 +46,10 @@ def test_tiny_training_logs_swd_keeps_best_and_warns_once_without_inception(tmp_
     swd = [float(r["metrics/swd"]) for r in _rows(run) if r.get("metrics/swd")]
     assert len(swd) >= 2 and all(v > 0 for v in swd)  # every 0.016 kimg and at the end
     assert final["metrics/swd"] == pytest.approx(swd[-1])
+    rows = _rows(run)  # one x-axis: every row's step is the images seen at its kimg, losses and metrics alike
+    assert all(int(r["step"]) == round(float(r["kimg"]) * 1000) for r in rows if r.get("kimg"))
+    moments = {r["step"] for r in rows if r.get("metrics/swd")} & {r["step"] for r in rows if r.get("loss/d")}
+    assert moments and any(r.get("lr/d") for r in rows)
     assert not any("fid" in k for k in final)
     best = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
     assert (run / "checkpoints" / "last.ckpt").is_file()

@@ -249,13 +249,13 @@ def test_csv_history_survives_resume(tmp_path) -> None:
     assert set(hparams) == set(OmegaConf.load(tmp_path / "run" / "config.yaml"))  # one config, no flattened copy
     metrics = tmp_path / "run" / "csv" / "metrics.csv"
     header = metrics.read_text().splitlines()[0].split(",")
-    orphan = {k: "" for k in header} | {"step": "5", "loss/d": "123.0"}
+    orphan = {k: "" for k in header} | {"step": "48", "loss/d": "123.0"}  # step: images seen
     with open(metrics, "a", newline="") as f:  # a row a killed run logged after its last checkpoint
         csv.DictWriter(f, fieldnames=header).writerow(orphan)
     train(compose_config(tmp_path, [*logs, "model.total_kimg=0.08"]))
     rows = [r for r in csv.DictReader(open(metrics)) if r.get("loss/d")]
     steps = [int(r["step"]) for r in rows]
-    assert steps == list(range(10)) and "123.0" not in {r["loss/d"] for r in rows}  # both halves, each once
+    assert steps == list(range(8, 81, 8)) and "123.0" not in {r["loss/d"] for r in rows}  # both halves, each once
 
 
 # -- 6. interruptions ------------------------------------------------------------------------

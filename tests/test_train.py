@@ -249,3 +249,23 @@ def test_each_grid_is_saved_and_logged_once(tmp_path):
     grid._saved_at = 32
     grid.on_train_end(None, module)
     assert saved == [64]
+
+
+def test_every_wandb_panel_uses_kimg_as_its_x_axis(tmp_path):
+    from pytorch_lightning.loggers import WandbLogger
+
+    from t2f.loggers import use_kimg_axis
+
+    calls: list[tuple] = []
+
+    class Recorder:
+        def define_metric(self, name, **kwargs):
+            calls.append((name, kwargs))
+
+    class Logger(WandbLogger):
+        @property
+        def experiment(self):
+            return Recorder()
+
+    use_kimg_axis([Logger(save_dir=str(tmp_path), offline=True), object()])
+    assert ("*", {"step_metric": "kimg", "step_sync": True}) in calls and calls[0][0] == "kimg"

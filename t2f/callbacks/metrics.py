@@ -67,7 +67,7 @@ class MetricsCallback(pl.Callback):
             pl_module.log(name, value, on_step=True, on_epoch=False, logger=False, sync_dist=False)
         if trainer.is_global_zero:
             for logger in trainer.loggers:
-                logger.log_metrics({**values, "kimg": pl_module.kimg}, step=trainer.global_step)
+                logger.log_metrics({**values, "kimg": pl_module.kimg}, step=pl_module.images_seen)
         self.history.append({"kimg": pl_module.kimg, "resolution": result.resolution, **values})
         self._save_best(trainer, values)
         return values

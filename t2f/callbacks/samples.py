@@ -61,19 +61,23 @@ class SampleGrid(pl.Callback):
         self.saved.append(path)
         self._saved_at = pl_module.images_seen
         for logger in trainer.loggers:
-            _log_image(logger, path, picture, trainer.global_step, pl_module.kimg)
+            _log_image(logger, path, picture, pl_module.images_seen, pl_module.kimg, images.shape[-1])
 
 
 def _to_device(inputs: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
 
 
-def _log_image(logger: Any, path: str, picture: Image.Image, step: int, kimg: float) -> None:
+def _log_image(logger: Any, path: str, picture: Image.Image, step: int, kimg: float, resolution: int) -> None:
+    """One panel per resolution (``samples/32px``), at the same x as every other value."""
     from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 
+    key = f"samples/{resolution}px"
     if isinstance(logger, WandbLogger):
-        logger.log_image(key="samples", images=[path], caption=[f"{kimg:.1f} kimg"])
+        import wandb
+
+        logger.log_metrics({key: wandb.Image(path, caption=f"{kimg:.1f} kimg"), "kimg": kimg}, step=step)
     elif isinstance(logger, TensorBoardLogger):
         import numpy as np
 
-        logger.experiment.add_image("samples", np.asarray(picture), step, dataformats="HWC")
+        logger.experiment.add_image(key, np.asarray(picture), step, dataformats="HWC")

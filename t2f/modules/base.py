@@ -263,6 +263,9 @@ class GANModule(pl.LightningModule):
         self.images_seen += world_batch
         self.update_ema(world_batch)
         logs["kimg"] = torch.tensor(self.kimg)
+        logs["step"] = torch.tensor(float(self.images_seen))  # every logger's x-axis: images seen (t2f.loggers)
+        logs["lr/d"] = torch.tensor(float(opt_d.param_groups[0]["lr"]))
+        logs["lr/g"] = torch.tensor(float(opt_g.param_groups[0]["lr"]))
         shown = ("kimg", "loss/d", "loss/g")  # on the progress bar; the parts go to loggers only
         self.log_dict({k: v for k, v in logs.items() if k in shown}, prog_bar=True)
         self.log_dict({k: v for k, v in logs.items() if k not in shown})
