@@ -99,3 +99,12 @@ def print_config(cfg: DictConfig) -> None:
         text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
         tree.add(str(key)).add(Syntax(text, "yaml"))
     Console().print(tree)
+
+
+def format_duration(seconds: float) -> str:
+    """``1:02:03`` (hours:minutes:seconds), ``2:03`` under an hour, ``?`` when unknown."""
+    if seconds is None or seconds != seconds or seconds in (float("inf"), float("-inf")):
+        return "?"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"

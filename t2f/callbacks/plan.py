@@ -14,7 +14,7 @@ from typing import Any
 import pytorch_lightning as pl
 
 from t2f.growth import StagePlan
-from t2f.utils import rank_zero_print, text_table
+from t2f.utils import format_duration, rank_zero_print, text_table
 
 
 def module_resolution(module: Any) -> int:
@@ -57,12 +57,6 @@ def _base_lr(optimizer_factory: Any, optimizer: Any) -> float | None:
     return getattr(optimizer_factory, "keywords", {}).get("lr", fallback)
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
-
-
 class RunPlan(pl.Callback):
     """Prints the plan at the start of training and, after the first ``measure_kimg`` of
     each stage, the measured images/s and the estimated time to finish (rank 0 only)."""
@@ -99,4 +93,4 @@ class RunPlan(pl.Callback):
         schedule = getattr(pl_module, "schedule", None)
         later = " (the larger stages to come run slower)" if schedule and resolution < schedule.resolutions[-1] else ""
         rank_zero_print(f"Speed at {resolution} px: {rate:.1f} images/s; {pl_module.kimg:.1f} of {pl_module.total_kimg:g} kimg done, "
-                        f"about {_duration(left / rate)} to finish at this speed{later}")
+                        f"about {format_duration(left / rate)} to finish at this speed{later}")
