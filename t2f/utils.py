@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 class ConfigError(ValueError):
     """A config value that cannot work; the message says which key and how to fix it."""
 
+
+T = TypeVar("T")
 
 def check_seed(seed: object) -> int:
     """``seed`` as a whole number; anything else is an error naming the key."""
@@ -108,3 +110,14 @@ def format_duration(seconds: float) -> str:
     seconds = int(round(seconds))
     hours, rest = divmod(seconds, 3600)
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def progress(iterable: Iterable[T], desc: str, total: int | None = None) -> Iterable[T]:
+    """A bar for long side work (real statistics, the alignment classifier, evaluation), so the
+    training bar does not seem to freeze: on rank 0 and on a terminal only, removed when done."""
+    from pytorch_lightning.utilities import rank_zero_only
+    from tqdm.auto import tqdm
+
+    if getattr(rank_zero_only, "rank", 0) != 0:
+        return iterable
+    return tqdm(iterable, desc=desc, total=total, leave=False, disable=None, dynamic_ncols=True)

@@ -65,3 +65,16 @@ def test_only_rank_zero_shows_progress_and_zero_turns_it_off() -> None:
 def test_durations_read_as_clock_times() -> None:
     assert format_duration(49) == "0:49" and format_duration(3723) == "1:02:03"
     assert format_duration(float("inf")) == "?" and format_duration(float("nan")) == "?"
+
+
+def test_side_work_gets_a_bar_on_rank_zero_only(monkeypatch) -> None:
+    from pytorch_lightning.utilities import rank_zero_only
+    from tqdm.auto import tqdm
+
+    from t2f.utils import progress
+
+    items = [1, 2, 3]
+    bar = progress(items, "real images")
+    assert isinstance(bar, tqdm) and list(bar) == items
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    assert progress(items, "real images") is items

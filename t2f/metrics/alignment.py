@@ -56,6 +56,8 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from t2f.utils import progress
+
 __all__ = [
     "AlignmentMetric",
     "AttributeClassifier",
@@ -188,7 +190,7 @@ def train_attribute_classifier(
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     net.train()
     with torch.enable_grad():
-        for _ in range(epochs):
+        for _ in progress(range(epochs), "training the attribute classifier"):
             order = torch.randperm(len(images), generator=gen)
             for start in range(0, len(images), batch_size):
                 idx = order[start:start + batch_size]

@@ -116,7 +116,9 @@ def default_inception_weights_path() -> Path:
 def _download_inception_weights(dst: Path) -> None:
     """Download torch-fidelity's InceptionV3 weights to ``dst`` (raises when offline)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    torch.hub.download_url_to_file(INCEPTION_WEIGHTS_URL, str(dst), progress=False)
+    import sys
+
+    torch.hub.download_url_to_file(INCEPTION_WEIGHTS_URL, str(dst), progress=sys.stderr.isatty())  # 92 MB
 
 
 def _file_digest(path: Path) -> str:

@@ -69,6 +69,7 @@ from t2f.metrics.inception import (
 )
 from t2f.metrics.protocol import Protocol, cached_real_statistics
 from t2f.metrics.swd import SlicedWassersteinDistance
+from t2f.utils import progress
 
 __all__ = ["DatasetIdentity", "Evaluation", "MetricSuite", "dataset_identity"]
 
@@ -248,7 +249,7 @@ class MetricSuite:
         indices)`` with ``positions`` (KID and IS number the images)."""
         rank, world = dist_rank_world()
         places = list(range(len(indices)))[rank::world]
-        for start in range(0, len(places), self.batch_size):
+        for start in progress(range(0, len(places), self.batch_size), "real images"):
             mine = places[start:start + self.batch_size]
             images = _resize(_items(dataset, [indices[p] for p in mine])["image"].to(device), res)
             if positions:
@@ -406,7 +407,7 @@ class MetricSuite:
                     protocols[name] = proto
 
         # --- fakes
-        for j, (start, stop) in enumerate(mine):
+        for j, (start, stop) in enumerate(progress(mine, f"evaluating {m} samples")):
             images = first if j == 0 else generate(start, stop)
             for update in updaters:
                 update(images, start, stop)
