@@ -14,7 +14,7 @@ import pytest
 from t2f.conf import CONFIG_DIR
 from tests.conftest import REPO
 
-COMMANDS = ("t2f-train", "t2f-generate", "t2f-evaluate", "t2f-export", "t2f-compare", "t2f-prepare")
+COMMANDS = ("t2f-train", "t2f-generate", "t2f-evaluate", "t2f-export", "t2f-compare", "t2f-prepare", "t2f-demo")
 
 
 @pytest.fixture(scope="module")
