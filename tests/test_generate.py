@@ -255,3 +255,19 @@ def test_bad_checkpoints_and_caption_files(tiny_checkpoint, tmp_path: Path) -> N
     empty.write_text("\n  \n")
     with pytest.raises(ValueError, match="holds no captions"):
         generate(config(ckpt=str(tiny_checkpoint("t2f")), texts_file=str(empty)))
+
+
+def test_the_package_loads_any_generator_and_knows_its_version(tiny_checkpoint, tmp_path: Path) -> None:
+    import configparser
+
+    import t2f
+    from t2f import load_generator
+    from t2f.export import export
+
+    setup = configparser.ConfigParser()
+    setup.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    assert t2f.__version__ in (setup["metadata"]["version"], "0+unknown")
+    ckpt = tiny_checkpoint("dcgan")
+    exported = export(ckpt, tmp_path / "g.pt")
+    a, b = load_generator(ckpt), load_generator(exported)
+    assert torch.equal(a.generate(n=2, seed=5), b.generate(n=2, seed=5))
