@@ -269,3 +269,19 @@ def test_every_wandb_panel_uses_kimg_as_its_x_axis(tmp_path):
 
     use_kimg_axis([Logger(save_dir=str(tmp_path), offline=True), object()])
     assert ("*", {"step_metric": "kimg", "step_sync": True}) in calls and calls[0][0] == "kimg"
+
+
+def test_the_plan_is_a_wandb_table(tmp_path):
+    from pytorch_lightning.loggers import WandbLogger
+
+    from t2f.callbacks.plan import PLAN_HEADER, log_plan_table
+
+    tables: list[dict] = []
+
+    class Logger(WandbLogger):
+        def log_table(self, key, columns=None, data=None, **kwargs):
+            tables.append({"key": key, "columns": columns, "data": data})
+
+    rows = [("4px", "0", "0", "6", "32", "0.01"), ("8px", "6", "10.2", "1.8", "32", "0.01")]
+    log_plan_table([Logger(save_dir=str(tmp_path), offline=True), object()], rows)
+    assert tables == [{"key": "plan", "columns": list(PLAN_HEADER), "data": [list(r) for r in rows]}]

@@ -35,19 +35,36 @@ def run_plan(module: Any, batch_size: int) -> list[StagePlan]:
     ]
 
 
-def format_plan(stages: list[StagePlan], total_kimg: float, lrs: tuple[float | None, float | None],
-                world_size: int = 1, title: str = "") -> str:
-    """The plan as one table, a row per stage, under a title with the total."""
+PLAN_HEADER = ("res", "from kimg", "fade-in kimg", "stable kimg", "batch", "lr")
+
+
+def plan_rows(stages: list[StagePlan], lrs: tuple[float | None, float | None],
+              world_size: int = 1) -> list[tuple[str, ...]]:
+    """One row of text per stage, under :data:`PLAN_HEADER` (the console table and W&B's)."""
     g_lr, d_lr = lrs
     default_lr = f"{g_lr:g}" if g_lr == d_lr else f"G {g_lr:g} / D {d_lr:g}"
-    header = ("res", "from kimg", "fade-in kimg", "stable kimg", "batch", "lr")
-    rows = [
+    return [
         (f"{s.resolution}px", f"{s.start_kimg:g}", f"{s.fade_kimg:g}", f"{s.stable_kimg:g}",
          f"{s.batch_size}" + (f" x{world_size}" if world_size > 1 else ""),
          default_lr if s.lr is None else f"{s.lr:g}")
         for s in stages
     ]
-    return f"Plan{': ' + title if title else ''}, {total_kimg:g} kimg in all\n{text_table(header, rows)}"
+
+
+def format_plan(stages: list[StagePlan], total_kimg: float, lrs: tuple[float | None, float | None],
+                world_size: int = 1, title: str = "") -> str:
+    """The plan as one table, a row per stage, under a title with the total."""
+    table = text_table(PLAN_HEADER, plan_rows(stages, lrs, world_size))
+    return f"Plan{': ' + title if title else ''}, {total_kimg:g} kimg in all\n{table}"
+
+
+def log_plan_table(loggers: list[Any], rows: list[tuple[str, ...]]) -> None:
+    """The plan as a W&B table panel (``plan``), beside the losses, metrics and grids."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_table(key="plan", columns=list(PLAN_HEADER), data=[list(r) for r in rows])
 
 
 def _base_lr(optimizer_factory: Any, optimizer: Any) -> float | None:
@@ -75,6 +92,8 @@ class RunPlan(pl.Callback):
         if trainer.world_size > 1:
             title += f", {trainer.world_size} processes (batch per process)"
         rank_zero_print(format_plan(stages, pl_module.total_kimg, lrs, trainer.world_size, title))
+        if trainer.is_global_zero:
+            log_plan_table(trainer.loggers, plan_rows(stages, lrs, trainer.world_size))
         if pl_module.images_seen:
             rank_zero_print(f"Resuming at {pl_module.kimg:g} kimg")
 
