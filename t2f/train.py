@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from t2f.callbacks.checkpoint import snapshots
 from t2f.compare import wandb_run_folders
 from t2f.loggers import use_kimg_axis, wandb_credentials, wandb_mode
-from t2f.precision import resolve_precision
+from t2f.precision import explain_precision
 from t2f.preflight import check_resume, check_trainer
 from t2f.run_lock import run_directory_lock
 from t2f.utils import ConfigError, check_seed, print_config, rank_zero_print
@@ -67,7 +67,8 @@ def _train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None) -> dict[s
     schedule = cfg.model.get("schedule")
     if schedule is not None and "images_per_epoch" in schedule.keys():
         schedule.images_per_epoch = len(datamodule.train_set)  # for schedule.epochs
-    cfg.trainer.precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)  # saved resolved
+    cfg.trainer.precision, why = explain_precision(cfg.trainer.precision, cfg.trainer.accelerator)  # saved resolved
+    rank_zero_print(f"Precision: {cfg.trainer.precision} ({why})")
     module = instantiate(cfg.model)
     if ckpt_path is not None and check_resume(ckpt_path, cfg, module, datamodule):
         return {"kimg": module.total_kimg}  # finished: the length it was trained to

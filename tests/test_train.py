@@ -14,7 +14,7 @@ import torch
 from omegaconf import OmegaConf
 
 from t2f.conf import CONFIG_DIR
-from t2f.precision import resolve_precision
+from t2f.precision import explain_precision, resolve_precision
 from t2f.train import train
 from tests.conftest import REPO, TINY, TINY_MODEL, compose_config
 
@@ -205,6 +205,9 @@ def test_auto_precision_is_bf16_only_on_cpus_with_matrix_units(monkeypatch, acce
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
     assert resolve_precision("auto", accelerator) == expected
     assert resolve_precision("16-mixed", accelerator) == "16-mixed"  # a set value is kept
+    value, why = explain_precision("auto", accelerator)
+    assert value == expected and ("GPU" in why if accelerator == "gpu" else ("has bf16" in why) == amx)
+    assert explain_precision("16-mixed", accelerator) == ("16-mixed", "set by trainer.precision")
 
 
 def test_channels_last_trains_exactly_like_contiguous_layout(tmp_path, one_thread):
