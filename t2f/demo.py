@@ -13,6 +13,8 @@ are tested without a browser; :func:`build_app` only lays them out.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -20,7 +22,7 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from t2f.data.vocab import tokenize
-from t2f.export import StandaloneGenerator, check_count, check_psi
+from t2f.export import StandaloneGenerator, check_psi
 from t2f.generate import caption_grid, mixing_layers, open_generator, style_mixing_grid
 from t2f.grids import grid_image
 
@@ -65,8 +67,7 @@ class Demo:
                 if unknown:
                     note = (f"Words this model never saw, read as one unknown word: {', '.join(unknown)}. "
                             "Describe hair, eyes, glasses, beard, smile, skin and background in other words.")
-            with warnings.catch_warnings(), torch.inference_mode():
-                warnings.simplefilter("ignore")  # unknown words are reported on the page instead
+            with _quietly():
                 picture = caption_grid(self.gen, [caption] if self.conditional else [], n, seed=seed, psi=psi)
             return picture, note
         except ValueError as error:
@@ -82,13 +83,21 @@ class Demo:
             if self.conditional and not caption:
                 return None, "Type a caption first: this StyleGAN draws faces for a caption."
             layers = mixing_layers(group, self.gen.resolution)
-            with warnings.catch_warnings(), torch.inference_mode():
-                warnings.simplefilter("ignore")
+            with _quietly():
                 cells = style_mixing_grid(self.gen, n, rows, layers, seed=seed, psi=psi,
                                           caption=caption if self.conditional else None)
             return grid_image(cells, n + 1), ""
         except ValueError as error:
             return None, str(error)
+
+
+@contextmanager
+def _quietly() -> Iterator[None]:
+    """Sampling for the page: no autograd, and no console warnings (unknown words are reported
+    on the page instead)."""
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def _count(value: Any, limit: int = MAX_FACES, name: str = "n") -> int:
@@ -98,7 +107,7 @@ def _count(value: Any, limit: int = MAX_FACES, name: str = "n") -> int:
         raise ValueError(f"{name} must be a whole number between 1 and {limit}, got {value!r}") from None
     if not 1 <= count <= limit:
         raise ValueError(f"{name} must be between 1 and {limit}, got {count}")
-    return check_count(count, name)
+    return count
 
 
 def _seed(value: Any) -> int:

@@ -16,11 +16,19 @@ if TYPE_CHECKING:
     from omegaconf import DictConfig
 
 
+T = TypeVar("T")
+
+
 class ConfigError(ValueError):
     """A config value that cannot work; the message says which key and how to fix it."""
 
 
-T = TypeVar("T")
+def is_rank_zero() -> bool:
+    """Whether this process has global rank 0 (Lightning's record of it; 0 outside DDP)."""
+    from pytorch_lightning.utilities import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
 
 def check_seed(seed: object) -> int:
     """``seed`` as a whole number; anything else is an error naming the key."""
@@ -72,9 +80,7 @@ def check_output_file(path: str | os.PathLike, example: str, key: str = "out") -
 
 def rank_zero_print(message: str) -> None:
     """Print on the process of global rank 0 only."""
-    from pytorch_lightning.utilities import rank_zero_only
-
-    if getattr(rank_zero_only, "rank", 0) == 0:
+    if is_rank_zero():
         print(message, flush=True)
 
 
@@ -89,12 +95,11 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def print_config(cfg: DictConfig) -> None:
     """The resolved config as a rich tree (on rank 0), so a user sees exactly what runs."""
     from omegaconf import DictConfig, OmegaConf
-    from pytorch_lightning.utilities import rank_zero_only
     from rich.console import Console
     from rich.syntax import Syntax
     from rich.tree import Tree
 
-    if getattr(rank_zero_only, "rank", 0) != 0:
+    if not is_rank_zero():
         return
     tree = Tree("config")
     for key, value in cfg.items():
@@ -115,9 +120,8 @@ def format_duration(seconds: float) -> str:
 def progress(iterable: Iterable[T], desc: str, total: int | None = None) -> Iterable[T]:
     """A bar for long side work (real statistics, the alignment classifier, evaluation), so the
     training bar does not seem to freeze: on rank 0 and on a terminal only, removed when done."""
-    from pytorch_lightning.utilities import rank_zero_only
     from tqdm.auto import tqdm
 
-    if getattr(rank_zero_only, "rank", 0) != 0:
+    if not is_rank_zero():
         return iterable
     return tqdm(iterable, desc=desc, total=total, leave=False, disable=None, dynamic_ncols=True)

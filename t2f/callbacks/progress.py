@@ -71,7 +71,7 @@ class KimgProgressBar(ProgressBar):
         out = self.file or sys.stdout
         live = self.interactive if self.interactive is not None else bool(getattr(out, "isatty", lambda: False)())
         self._window = (time.perf_counter(), pl_module.images_seen)
-        self._next_line = (pl_module.kimg // self.log_every_kimg + 1) * self.log_every_kimg
+        self._next_line = self._line_after(pl_module.kimg)
         if live:
             self.bar = tqdm(total=float(pl_module.total_kimg), initial=pl_module.kimg, file=out, dynamic_ncols=True,
                             bar_format="{percentage:3.0f}%|{bar}| {n:.1f}/{total:g} kimg [{elapsed}{postfix}]")
@@ -86,7 +86,7 @@ class KimgProgressBar(ProgressBar):
                 self.bar.n = min(pl_module.kimg, pl_module.total_kimg)
                 self.bar.set_postfix_str(self.describe(trainer, pl_module), refresh=True)
         elif pl_module.kimg >= self._next_line:
-            self._next_line = (pl_module.kimg // self.log_every_kimg + 1) * self.log_every_kimg
+            self._next_line = self._line_after(pl_module.kimg)
             self._write(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -101,6 +101,10 @@ class KimgProgressBar(ProgressBar):
             self._write(trainer, pl_module)
 
     # -- text ------------------------------------------------------------------------------
+    def _line_after(self, kimg: float) -> float:
+        """The next multiple of ``log_every_kimg`` after ``kimg``: where the next plain line goes."""
+        return (kimg // self.log_every_kimg + 1) * self.log_every_kimg
+
     def _measure(self, images: int) -> None:
         """images/s over the last stretch of at least RATE_WINDOW_S (so it follows the stage's speed)."""
         now = time.perf_counter()
