@@ -1,13 +1,15 @@
 """Issue 16's study on real faces: many training runs side by side, each scored the same way.
 
     python experiments/real_faces_study.py --data /data/celeba --out /tmp/study [--only NAME ...]
-        [--parallel N] [--smoke]
+        [--parallel N] [--smoke] [--deadline SECONDS]
 
 Every job in ``JOBS`` trains with ``run.py`` at 32 px on CelebA (``dataset=celeba``) with SWD
 logged every 20 kimg (``metrics=swd``: the SWD-against-kimg curves, 2,048 training images), then
 its last checkpoint is scored by ``python -m t2f.evaluate`` (2,000 samples of the EMA generator;
 T2F models also get ``alignment`` and ``diversity``; the 1,000-image runs are scored against the
-500 held-out validation images). Jobs run as separate processes, ``--parallel`` at a time, each
+500 held-out validation images) and by ``experiments/colour_noise.py`` (the coloured speckles:
+high-frequency chroma against real faces'). ``--deadline`` stops every run still training after
+that many seconds (it saves its checkpoint, which is scored as it stands). Jobs run as separate processes, ``--parallel`` at a time, each
 with one thread, so a 16-core GPU machine runs them all at once. ``--smoke`` shrinks every job
 to a few batches at 16 px to check the pipeline. Prints one table and writes ``summary.json``
 (every figure, the curves, the commands) and ``summary.md`` under ``--out``; each job's run
@@ -29,6 +31,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CURVE = ["metrics=swd", "metrics.every_kimg=20"]
 STYLEGAN_300 = "model.schedule.kimg.32=220"  # 15 + 25 + 40 + 220 kimg: 300 in all
+# StyleGAN grown fast: 4 + 8 + 12 kimg below 32 px, then 96 at 32 px (120 in all)
+FAST = ["model.schedule.kimg.4=4", "model.schedule.kimg.8=8", "model.schedule.kimg.16=12", "model.schedule.kimg.32=96"]
+NS_R1 = ["model.loss.name=nonsaturating", "model.loss.r1_gamma=1"]
+T2F_REAL = ["model=t2f", "model.mode_seeking=1", "model.word_prediction.image=0"]
 SUBSET = ["+dataset.max_images=1000", "model.total_kimg=200"]
 AUGMENT = "model.augment.policy=[color,translation,cutout]"
 
@@ -41,6 +47,18 @@ JOBS: dict[str, tuple[list[str], str, str]] = {
                         "model.loss.r1_gamma=10"], "[swd]", "train"),
     "stylegan_ns_r1_lr": (["model=stylegan", STYLEGAN_300, "model.loss.name=nonsaturating", "model.loss.r1_gamma=10",
                            "model.schedule.lr=0.002", "model.schedule.batch_size=32"], "[swd]", "train"),
+    "sg_default": (["model=stylegan"], "[swd]", "train"),
+    "sg_fast": (["model=stylegan", *FAST], "[swd]", "train"),
+    "sg_fast_ns_r1_10": (["model=stylegan", *FAST, "model.loss.name=nonsaturating", "model.loss.r1_gamma=10"],
+                         "[swd]", "train"),
+    "sg_fast_ns_r1_1": (["model=stylegan", *FAST, *NS_R1], "[swd]", "train"),
+    "sg_fast_ns_r1_01": (["model=stylegan", *FAST, "model.loss.name=nonsaturating", "model.loss.r1_gamma=0.1"],
+                         "[swd]", "train"),
+    "sg_fast_ns_r1_1_lr2": (["model=stylegan", *FAST, *NS_R1, "model.schedule.lr=0.002"], "[swd]", "train"),
+    "sg_fast_ns_r1_1_w128": (["model=stylegan", *FAST, *NS_R1, "model.fmap_max=128"], "[swd]", "train"),
+    "t2f_real": (T2F_REAL, "[swd,alignment,diversity]", "train"),
+    "t2f_real_ns_r1": ([*T2F_REAL, *NS_R1], "[swd,alignment,diversity]", "train"),
+    "t2f_real_lr001": ([*T2F_REAL, "model.schedule.lr=0.001"], "[swd,alignment,diversity]", "train"),
     "t2f": (["model=t2f"], "[swd,alignment,diversity]", "train"),
     "t2f_ms1": (["model=t2f", "model.mode_seeking=1"], "[swd,alignment,diversity]", "train"),
     "t2f_ms2": (["model=t2f", "model.mode_seeking=2"], "[swd,alignment,diversity]", "train"),
@@ -66,7 +84,25 @@ def smoke_length(overrides: list[str]) -> list[str]:
     return kept + (["model.schedule.kimg=0.05"] if progressive else ["model.total_kimg=0.2"])
 
 
-def run_job(name: str, data: str, out: Path, smoke: bool) -> dict:
+def train_until(args: list[str], log_path: Path, env: dict, deadline: float | None) -> int:
+    """Run ``run.py``; at the deadline (time.time()) ask it to stop (SIGTERM: Lightning saves
+    ``last.ckpt`` and exits), so a cut study still has every run's checkpoint to score."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), *args], cwd=REPO, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            return proc.wait(timeout=None if deadline is None else max(1.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            return -15
+
+
+def run_job(name: str, data: str, out: Path, smoke: bool, deadline: float | None = None) -> dict:
     overrides, metrics, split = JOBS[name]
     job = out / name
     job.mkdir(parents=True, exist_ok=True)
@@ -78,13 +114,12 @@ def run_job(name: str, data: str, out: Path, smoke: bool) -> dict:
         train_args = smoke_length(train_args) + SMOKE
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     t0 = time.time()
-    with open(job / "train.log", "w") as log:
-        rc = subprocess.call([sys.executable, str(REPO / "run.py"), *train_args], cwd=REPO, env=env,
-                             stdout=log, stderr=subprocess.STDOUT)
+    rc = train_until(train_args, job / "train.log", env, deadline)
     train_s = time.time() - t0
     result: dict = {"name": name, "train_args": train_args, "train_rc": rc, "train_s": round(train_s, 1)}
     ckpt = job / "run" / "checkpoints" / "last.ckpt"
-    if rc != 0 or not ckpt.is_file():
+    result["curve"] = swd_curve(job / "run")
+    if not ckpt.is_file():
         return result
     n = 64 if smoke else 2000
     real = 64 if smoke else (500 if split == "val" else 2000)
@@ -99,7 +134,11 @@ def run_job(name: str, data: str, out: Path, smoke: bool) -> dict:
         result["kimg"] = report.get("kimg")
         result["scores"] = {k: v["mean"] for k, v in report["metrics"].items()
                             if isinstance(v, dict) and isinstance(v.get("mean"), (int, float))}
-    result["curve"] = swd_curve(job / "run")
+    colour = subprocess.run([sys.executable, str(REPO / "experiments" / "colour_noise.py"), str(ckpt), "--json",
+                             "--n", "64" if smoke else "512"], cwd=REPO, env=env, capture_output=True, text=True)
+    lines = [line for line in colour.stdout.splitlines() if line.startswith("{")]
+    if lines:
+        result["colour_noise"] = json.loads(lines[-1])
     return result
 
 
@@ -120,11 +159,13 @@ SHOWN = ["swd", "alignment", "diversity", "alignment_accuracy", "alignment_accur
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| job | kimg | train min | " + " | ".join(SHOWN) + " | SWD curve (kimg: swd) |",
-             "|---" * (len(SHOWN) + 4) + "|"]
+    lines = ["| job | kimg | train min | " + " | ".join(SHOWN)
+             + " | hf chroma / real | out of [-1,1] | SWD curve (kimg: swd) |", "|---" * (len(SHOWN) + 6) + "|"]
     for r in results:
         s = r.get("scores", {})
         cells = [f"{s[k]:.3g}" if k in s else "" for k in SHOWN]
+        colour = r.get("colour_noise", {})
+        cells += [f"{colour[k]:.3g}" if k in colour else "" for k in ("hf_chroma_ratio", "out_of_range")]
         curve = ", ".join(f"{k:g}: {v:g}" for k, v in r.get("curve", []))
         status = "" if r.get("train_rc") == 0 and r.get("eval_rc") == 0 else f" (rc {r.get('train_rc')}/{r.get('eval_rc')})"
         lines.append(f"| {r['name']}{status} | {r.get('kimg') or ''} | {r['train_s'] / 60:.1f} | "
@@ -139,11 +180,14 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", default=None, choices=sorted(JOBS))
     parser.add_argument("--parallel", type=int, default=len(JOBS))
     parser.add_argument("--smoke", action="store_true", help="a few batches per job at 16 px")
+    parser.add_argument("--deadline", type=float, default=None,
+                        help="seconds of training: then every run still going is stopped (and still scored)")
     args = parser.parse_args()
     names = args.only or list(JOBS)
     args.out.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
-        results = list(pool.map(lambda n: run_job(n, args.data, args.out, args.smoke), names))
+        deadline = None if args.deadline is None else time.time() + args.deadline
+        results = list(pool.map(lambda n: run_job(n, args.data, args.out, args.smoke, deadline), names))
     summary = {"command": " ".join(sys.argv), "results": results}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     text = table(results)
