@@ -1,16 +1,26 @@
 """Training throughput (images/s) of a model config on this machine, measured after warm-up.
 
-    python experiments/benchmark.py model=dcgan dataset.resolution=64 [--warmup 10 --steps 50]
+    python experiments/benchmark.py model=dcgan dataset.resolution=64 [--warmup 10 --steps 50] [--bare]
 
 Any Hydra override works, so versions and configs can be compared on the same machine.
-Progressive models are measured at the stage given by `--stage` (default: the last one).
+Progressive models are measured at the stage given by `--stage` (default: the last one);
+`--stage all` measures every stage, each in its own process (so that each peak memory is its
+own), and prints one table of images/s, seconds per kimg and peak memory against resolution.
+`--bare` also times the same step in a plain PyTorch loop (the module's networks, losses,
+optimizers and EMA, the same loader, no Lightning, no logging, no callbacks) on a fresh copy of
+the model, and prints the framework's overhead as the ratio of the two.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
+import math
 import os
+import re
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,14 +42,19 @@ class Timer(pl.Callback):
         self.images = 0
         self.start = 0.0
         self.elapsed = 0.0
+        self.first = 0.0  # the first batch's seconds: with model.compile=true, mostly compilation
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
         if self.stage is not None and hasattr(module, "schedule"):
             module.stage, module.alpha = self.stage, 1.0
+        if batch_idx == 0:
+            self.first = time.perf_counter()
         if batch_idx == self.warmup:
             self.start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if batch_idx == 0:
+            self.first = time.perf_counter() - self.first
         if batch_idx >= self.warmup:
             self.images += batch["image"].shape[0] * trainer.world_size
         if batch_idx == self.warmup + self.steps - 1:
@@ -47,13 +62,98 @@ class Timer(pl.Callback):
             trainer.should_stop = True
 
 
+def bare_step(module, batch: dict, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer) -> None:
+    """``GANModule.training_step`` as a plain loop writes it: one critic step with its penalties,
+    a generator step every ``d_steps_per_g`` critic steps (the other network frozen, as Lightning's
+    ``toggled_optimizer`` does), then the EMA update. No logging, no ADA signal."""
+    d_params = [p for g in opt_d.param_groups for p in g["params"]]
+    g_params = [p for g in opt_g.param_groups for p in g["params"]]
+    real = module.prepare_real(batch["image"])
+    if module.channels_last:
+        real = real.contiguous(memory_format=torch.channels_last)
+    n = real.shape[0]
+    for p in g_params:
+        p.requires_grad_(False)
+    for p in d_params:
+        p.requires_grad_(True)
+    conditions = module.conditions(batch)
+    with torch.no_grad():
+        fake = module.synthesize(module.generator, module.sample_inputs(n, conditions))
+    d_loss, _ = module.adversarial.d_loss(
+        module.critic_head, module.augment_images(real), module.augment_images(fake),
+        condition=module.critic_condition(conditions), mismatched=module.mismatched_condition(conditions),
+        step=module.batches_seen, trunk=module.critic_trunk,
+        real_terms=lambda features: module.extra_d_terms(features, conditions))
+    opt_d.zero_grad(set_to_none=True)
+    d_loss.backward()
+    opt_d.step()
+    module.batches_seen += 1
+    if module.batches_seen % module.d_steps_per_g == 0:
+        for p in d_params:
+            p.requires_grad_(False)
+        for p in g_params:
+            p.requires_grad_(True)
+        with torch.no_grad():
+            conditions = module.generator_step_conditions(module.conditions(batch))
+        inputs = module.sample_inputs(n, conditions)
+        fake = module.synthesize(module.generator, inputs)
+        parts = module.generator_terms(module.augment_images(fake), conditions)
+        parts.update(module.extra_g_terms(inputs))
+        opt_g.zero_grad(set_to_none=True)
+        sum(parts.values()).backward()
+        opt_g.step()
+    module.images_seen += n
+    module.update_ema(n)
+
+
+def bare_throughput(module, datamodule, warmup: int, steps: int, stage: int | None, device: torch.device,
+                    precision: str) -> float:
+    """Images/s of :func:`bare_step` over ``steps`` batches after ``warmup``, on ``device``."""
+    if str(precision) not in ("32-true", "32", "bf16-mixed"):
+        raise SystemExit(f"--bare supports trainer.precision=32-true or bf16-mixed, got {precision}")
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if str(precision) == "bf16-mixed"
+                else contextlib.nullcontext())
+    module.to(device)
+    module.setup("fit")
+    if stage is not None and hasattr(module, "schedule"):
+        module.stage, module.alpha = stage, 1.0
+    opt_g, opt_d = module.configure_optimizers()
+    loader = iter(datamodule.train_dataloader())
+    images, start = 0, 0.0
+    for i in range(warmup + steps):
+        if i == warmup:
+            sync(device)
+            start = time.perf_counter()
+        try:
+            batch = next(loader)
+        except StopIteration:
+            loader = iter(datamodule.train_dataloader())
+            batch = next(loader)
+        batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        with autocast:
+            bare_step(module, batch, opt_g, opt_d)
+        if i >= warmup:
+            images += batch["image"].shape[0]
+    sync(device)
+    return images / (time.perf_counter() - start)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=dcgan")
     parser.add_argument("--warmup", type=int, default=10, help="batches before timing starts")
     parser.add_argument("--steps", type=int, default=50, help="batches timed")
-    parser.add_argument("--stage", type=int, default=None, help="progressive stage to time")
+    parser.add_argument("--stage", default=None, help="progressive stage to time (0 = 4 px), or all")
+    parser.add_argument("--bare", action="store_true", help="also time the step in a plain PyTorch loop")
     args = parser.parse_args()
+    if args.stage == "all":
+        return stage_table(args)
+    args.stage = None if args.stage is None else int(args.stage)
 
     with tempfile.TemporaryDirectory() as out, initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("config", overrides=args.overrides, return_hydra_config=True)
@@ -71,6 +171,7 @@ def main() -> None:
                 schedule.images_per_epoch = len(datamodule.train_set)
             cfg.trainer.precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
         module = instantiate(cfg.model)
+        fresh = copy.deepcopy(module) if args.bare else None
         module.total_kimg = float("inf")
         stage = args.stage
         if stage is None and hasattr(module, "schedule"):
@@ -89,7 +190,39 @@ def main() -> None:
     print(f"throughput: {timer.images / timer.elapsed:.1f} images/s "
           f"({timer.images} images in {timer.elapsed:.2f}s after {args.warmup} warm-up batches); "
           f"{timer.elapsed / timer.images * 1000:.2f} s/kimg")
-    print(f"peak memory: {peak_memory()}")
+    print(f"first batch: {timer.first:.2f}s (with model.compile=true, mostly compilation); "
+          f"peak memory: {peak_memory()}")
+    if fresh is not None:
+        torch.manual_seed(cfg.seed)
+        bare = bare_throughput(fresh, datamodule, args.warmup, args.steps, stage, trainer.strategy.root_device,
+                               trainer.precision)
+        lightning = timer.images / timer.elapsed
+        print(f"bare PyTorch loop: {bare:.1f} images/s; t2f (Lightning) / bare = {lightning / bare:.3f}")
+
+
+def stage_table(args: argparse.Namespace) -> None:
+    """One process per stage of the progressive model the overrides select, then one table."""
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=args.overrides)
+    schedule = cfg.model.get("schedule")
+    if schedule is None:
+        raise SystemExit(f"--stage all needs a progressive model (model=t2f or model=stylegan), got {cfg.model._target_}")
+    first, last = int(math.log2(int(schedule.start_resolution) // 4)), int(math.log2(int(cfg.dataset.resolution) // 4))
+    rows = ["| stage | px | images/s | s/kimg | peak memory |", "|---:|---:|---:|---:|---|"]
+    for stage in range(first, last + 1):
+        cmd = [sys.executable, __file__, *args.overrides, "--warmup", str(args.warmup), "--steps", str(args.steps),
+               "--stage", str(stage)]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        found = re.search(r"throughput: ([\d.]+) images/s.*?([\d.]+) s/kimg", done.stdout)
+        if found is None:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise SystemExit(f"stage {stage} failed (exit {done.returncode}): {last}")
+        rate, per_kimg = found.groups()
+        memory = re.search(r"peak memory: (.*)", done.stdout).group(1)
+        if stage == first:
+            print(re.search(r"model=.*", done.stdout).group(0))
+        rows.append(f"| {stage} | {4 * 2 ** stage} | {rate} | {per_kimg} | {memory} |")
+    print("\n".join(rows))
 
 
 def peak_memory() -> str:

@@ -23,9 +23,11 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from t2f.augment import build_augment
+from t2f.compiling import compile_for_training
 from t2f.losses import AdversarialLoss
 
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
@@ -55,6 +57,7 @@ class GANModule(pl.LightningModule):
         ema_norm_samples: int = 1024,
         channels_last: bool = True,
         augment: dict[str, Any] | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -74,6 +77,7 @@ class GANModule(pl.LightningModule):
         self.ema_norm_samples = int(ema_norm_samples)
         self._ema_norms_at: int | None = None  # images_seen when the EMA's batch-norm statistics were computed
         self.channels_last = bool(channels_last)
+        self.compile_networks = bool(compile)
         self.augment = build_augment(augment)  # None: the critic sees images as they are
         self.images_seen = 0
         self.batches_seen = 0
@@ -97,6 +101,8 @@ class GANModule(pl.LightningModule):
         module and wraps it for DDP, so gradient buckets match the weights' layout."""
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
+        if self.compile_networks:
+            rank_zero_info(f"model.compile: {compile_for_training(self.generator, self.discriminator, self.adversarial)}")
 
     def conditions(self, batch: dict[str, Any]) -> dict[str, Any]:
         """What the networks are conditioned on for this batch (e.g. a text embedding)."""

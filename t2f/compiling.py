@@ -1,0 +1,39 @@
+"""``model.compile``: ``torch.compile`` for the networks a training step runs, where it can run.
+
+``torch.compile`` cannot take a double backward (AOTAutograd refuses ``create_graph`` through a
+compiled graph, at backward time), so a critic trained with a gradient penalty (WGAN-GP, R1),
+which differentiates the critic's input gradient, stays eager; the generator is compiled either
+way. A graph that fails to compile (no C++ compiler, an operation the backend lacks) runs eagerly
+with a warning instead of stopping the run (dynamo's ``suppress_errors``). Compiling in place
+(``nn.Module.compile``) keeps parameter names, so checkpoints load with or without it. Each new
+resolution of a progressive model is a new graph, compiled on its first batch;
+``experiments/benchmark.py`` prints what the first batch costs.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from t2f.losses import AdversarialLoss
+
+#: Methods by which the modules call a critic besides ``forward`` (ProGAN's trunk, head, embedding).
+CRITIC_ENTRY_POINTS = ("features", "head", "embed")
+
+
+def compile_for_training(generator: nn.Module, critic: nn.Module, loss: AdversarialLoss) -> str:
+    """Compile ``generator`` (and ``critic`` unless ``loss`` penalises its input gradient) in
+    place; returns what was compiled, and why not the critic, for the run's log."""
+    import torch._dynamo
+
+    torch._dynamo.config.suppress_errors = True
+    generator.compile()
+    if loss.needs_input_gradients:
+        penalty = "WGAN-GP's gradient penalty" if loss.name == "wgan_gp" else "R1"
+        return (f"the generator is compiled; the critic runs eagerly ({penalty} needs a double backward, "
+                "which torch.compile does not support)")
+    critic.compile()
+    for name in CRITIC_ENTRY_POINTS:
+        method = getattr(critic, name, None)
+        if callable(method):
+            setattr(critic, name, torch.compile(method))
+    return "the generator and the critic are compiled"
