@@ -22,8 +22,8 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from t2f.data.vocab import tokenize
-from t2f.export import StandaloneGenerator, check_psi
-from t2f.generate import caption_grid, mixing_layers, open_generator, style_mixing_grid
+from t2f.export import StandaloneGenerator, check_psi, load_generator
+from t2f.generate import caption_grid, mixing_layers, style_mixing_grid
 from t2f.grids import grid_image
 
 MAX_FACES = 64
@@ -166,7 +166,7 @@ def serve(cfg: DictConfig) -> None:
         import gradio  # noqa: F401
     except ImportError:
         raise ValueError('the demo needs Gradio: pip install -e ".[demo]" (or pip install "t2f[demo]")') from None
-    demo = Demo(open_generator(cfg.ckpt, resolve_device(cfg.get("device", "auto"))))
+    demo = Demo(load_generator(cfg.ckpt, resolve_device(cfg.get("device", "auto"))))
     app = build_app(demo)
     print(f"{demo.title()}: open http://{cfg.host}:{cfg.port} in a browser (Ctrl-C stops)", flush=True)
     app.launch(server_name=str(cfg.host), server_port=int(cfg.port), share=False, quiet=True)

@@ -274,14 +274,13 @@ def build_generator(state: dict[str, Any], device: torch.device | str = "cpu") -
 
 
 def load_generator(path: str | os.PathLike, device: torch.device | str = "cpu") -> StandaloneGenerator:
-    """Load ``python -m t2f.export``'s file with plain PyTorch (no Lightning, no Hydra)."""
+    """The EMA generator of ``python -m t2f.export``'s file (read with plain PyTorch: no Lightning,
+    no Hydra) or of a training checkpoint (its allowed classes only, see :mod:`t2f.trusted`)."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: export one with python -m t2f.export ckpt=PATH out={path}")
-    state = read_checkpoint(path)
-    if not is_exported(state):
-        raise ValueError(f"{path} is not an exported t2f generator: write one with python -m t2f.export ckpt=PATH")
-    return build_generator(state, device)
+        raise FileNotFoundError(f"{path} does not exist: give a training checkpoint or a file written by "
+                                f"python -m t2f.export ckpt=PATH out={path}")
+    return build_generator(checkpoint_state(path), device)
 
 
 def checkpoint_state(path: str | os.PathLike, exported_ok: bool = True) -> dict[str, Any]:

@@ -31,18 +31,12 @@ from PIL import Image
 from torch import Tensor
 
 from t2f.checkpoints import resolve_device, user_errors
-from t2f.export import (
-    StandaloneGenerator,
-    build_generator,
-    check_count,
-    check_psi,
-    checkpoint_state,
-)
+from t2f.export import StandaloneGenerator, check_count, check_psi, load_generator
 from t2f.grids import grid_image
 from t2f.utils import check_output_file, read_utf8
 from t2f.video import timelapse_frames, write_video
 
-__all__ = ["free_text", "generate", "interpolation_frames", "mixing_layers", "open_generator", "read_captions",
+__all__ = ["free_text", "generate", "interpolation_frames", "mixing_layers", "read_captions",
            "style_mixing_grid"]
 
 MODES = ("grid", "mix", "interpolate", "timelapse")
@@ -52,11 +46,6 @@ FREE_TEXT_KEYS = ("text", "text_to")
 
 
 # --- inputs ---------------------------------------------------------------------------------
-def open_generator(path: str | os.PathLike, device: torch.device | str = "cpu") -> StandaloneGenerator:
-    """The EMA generator of a training checkpoint, or of a file written by ``t2f.export``."""
-    return build_generator(checkpoint_state(path), device)
-
-
 def free_text(cfg: DictConfig, key: str) -> Any:
     """``cfg[key]`` exactly as typed: a caption is free text, so ``${...}`` in it stays literal
     instead of being resolved by OmegaConf (``${oc.env:VAR}`` would put VAR's value into the
@@ -254,7 +243,7 @@ def generate(cfg: DictConfig) -> Path:
         raise ValueError(f"mode={mode} takes one caption (text=...), not a texts_file")
     caption = captions[0] if captions else None
     out = check_output_file(cfg.out, example=EXAMPLE_OUT[mode]) if cfg.get("out") else None
-    gen = open_generator(cfg.ckpt, resolve_device(str(cfg.device)))
+    gen = load_generator(cfg.ckpt, resolve_device(str(cfg.device)))
     print(f"{gen.model} generator at {gen.resolution}px (kimg {gen.source.get('kimg', 0):.3f}), seed {seed}, psi {psi:g}")
     tag = f"seed{seed}" + (f"_psi{psi:g}" if psi < 1 else "")
 

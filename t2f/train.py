@@ -1,5 +1,9 @@
 """``train(cfg)``: everything a run does, as one pure function of the composed config.
 
+From Python, ``t2f.train("model=stylegan", "dataset=celeba", ...)`` takes the same overrides as
+the command line (see :func:`run`): this module is itself callable, so ``from t2f import train``
+gives the same callable whether or not the module was imported before.
+
 It builds the datamodule, the module, callbacks, loggers and the Trainer from the config
 with ``hydra.utils.instantiate``, fits, and returns the final metrics (for sweepers).
 A run directory that already holds ``checkpoints/last.ckpt`` resumes from it, which is how a
@@ -19,6 +23,8 @@ import shlex
 import signal
 import subprocess
 import sys
+import types
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -379,6 +385,39 @@ def _finish_wandb() -> None:
         if wandb.run is not None:
             wandb.finish()
 
+
+def run(*overrides: str, output_dir: str | os.PathLike | None = None,
+        callbacks: list[pl.Callback] | None = None) -> dict[str, float]:
+    """Train from Python with command-line overrides, e.g. ``run("model=dcgan", "model.total_kimg=10")``;
+    returns the final metrics. The run writes to ``output_dir`` (default: the config's
+    ``hydra.run.dir``, ``outputs/DATE/TIME``), where it resumes if a checkpoint is there."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from t2f.conf import CONFIG_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(Path(output_dir or cfg.hydra.run.dir).absolute())
+        cfg.hydra.job.num = 0
+    HydraConfig().set_config(cfg)
+    os.makedirs(cfg.hydra.runtime.output_dir, exist_ok=True)
+    return train(cfg, callbacks)
+
+
+class _CallableModule(types.ModuleType):
+    """``t2f.train(...)`` is :func:`run`: the package attribute ``t2f.train`` is this module once
+    anything imported it, so the module itself is what ``from t2f import train`` must call."""
+
+    def __call__(self, *overrides: str, output_dir: str | os.PathLike | None = None,
+                 callbacks: list[pl.Callback] | None = None) -> dict[str, float]:
+        return run(*overrides, output_dir=output_dir, callbacks=callbacks)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":  # python -m t2f.train: the same command as t2f-train and run.py
     from t2f.cli import train_main

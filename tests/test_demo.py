@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from t2f.demo import Demo, build_app
-from t2f.generate import open_generator
+from t2f.export import load_generator
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def demos(tiny_checkpoint):
-    return {name: Demo(open_generator(tiny_checkpoint(name))) for name in ("t2f", "stylegan", "dcgan")}
+    return {name: Demo(load_generator(tiny_checkpoint(name))) for name in ("t2f", "stylegan", "dcgan")}
 
 
 def test_a_caption_gives_the_faces_asked_for_and_the_seed_fixes_them(demos) -> None:

@@ -15,10 +15,10 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from t2f.conf import CONFIG_DIR
+from t2f.export import load_generator
 from t2f.generate import (
     generate,
     mixing_layers,
-    open_generator,
     path_positions,
     quote_free_text,
     style_mixing_grid,
@@ -78,8 +78,8 @@ def test_cli_writes_captioned_grid_and_names_unknown_words(tiny_checkpoint, tmp_
 @pytest.mark.parametrize("name", ["t2f", "stylegan", "stylegan_text", "dcgan"])
 def test_same_seed_same_faces_other_seed_other_faces(tiny_checkpoint, name: str) -> None:
     texts = [CAPTION, "a man with a beard"] if name in ("t2f", "stylegan_text") else None
-    first = open_generator(tiny_checkpoint(name)).generate(texts, n=3, seed=7, psi=0.7)
-    generator = open_generator(tiny_checkpoint(name))
+    first = load_generator(tiny_checkpoint(name)).generate(texts, n=3, seed=7, psi=0.7)
+    generator = load_generator(tiny_checkpoint(name))
     assert first.shape == (3 * len(texts or [0]), 3, 32, 32)
     assert first.min() >= -1 and first.max() <= 1
     assert torch.equal(first, generator.generate(texts, n=3, seed=7, psi=0.7))
@@ -95,9 +95,9 @@ def test_default_output_next_to_the_run_is_reproducible(tiny_checkpoint) -> None
 
 def test_psi_zero_is_the_average_latent(tiny_checkpoint) -> None:
     for name, texts in (("t2f", [CAPTION]), ("dcgan", None)):  # z -> psi z: every face the same
-        images = open_generator(tiny_checkpoint(name)).generate(texts, n=3, seed=0, psi=0.0)
+        images = load_generator(tiny_checkpoint(name)).generate(texts, n=3, seed=0, psi=0.0)
         assert torch.equal(images[0], images[1]) and torch.equal(images[0], images[2])
-    stylegan = open_generator(tiny_checkpoint("stylegan"))
+    stylegan = load_generator(tiny_checkpoint("stylegan"))
     z, _ = stylegan.latents(3, seed=0)
     ws = stylegan.styles(z, psi=0.0)  # w -> w_avg on the truncated layers (cutoff 8 = all of them here)
     assert torch.allclose(ws, stylegan.generator.w_avg.expand_as(ws))
@@ -124,7 +124,7 @@ def test_style_mixing_grid_geometry_and_cells(tiny_checkpoint, tmp_path: Path) -
     path = generate(config(ckpt=str(ckpt), mode="mix", n=3, rows=2, mix="middle", out=str(tmp_path / "m.png")))
     assert Image.open(path).size == ((3 + 1) * CELL + 2, (2 + 1) * CELL + 2)
 
-    gen = open_generator(ckpt)
+    gen = load_generator(ckpt)
     cells = style_mixing_grid(gen, n=3, rows=2, layers=[0, 1, 2, 3], seed=1).view(3, 4, 3, 32, 32)
     assert torch.equal(cells[0, 0], torch.ones(3, 32, 32))  # the blank corner
     z, noise = gen.latents(5, seed=1)

@@ -127,7 +127,7 @@ def test_captions_are_taken_literally_not_as_interpolations(monkeypatch, tmp_pat
         return [text]
 
     monkeypatch.setattr("t2f.generate.read_captions", captured)
-    monkeypatch.setattr("t2f.generate.open_generator", lambda *a: (_ for _ in ()).throw(RuntimeError("stop")))
+    monkeypatch.setattr("t2f.generate.load_generator", lambda *a: (_ for _ in ()).throw(RuntimeError("stop")))
     with pytest.raises(RuntimeError, match="stop"):
         generate(cfg)
     assert seen == ["${oc.env:T2F_TEST_SECRET}"]
