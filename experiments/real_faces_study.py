@@ -34,6 +34,7 @@ STYLEGAN_300 = "model.schedule.kimg.32=220"  # 15 + 25 + 40 + 220 kimg: 300 in a
 # StyleGAN grown fast: 4 + 8 + 12 kimg below 32 px, then 96 at 32 px (120 in all)
 FAST = ["model.schedule.kimg.4=4", "model.schedule.kimg.8=8", "model.schedule.kimg.16=12", "model.schedule.kimg.32=96"]
 NS_R1 = ["model.loss.name=nonsaturating", "model.loss.r1_gamma=1"]
+WIDE = ["model.fmap_base=2048", "model.fmap_max=128"]  # 128 channels at every resolution up to 32 px
 T2F_REAL = ["model=t2f", "model.mode_seeking=1", "model.word_prediction.image=0"]
 SUBSET = ["+dataset.max_images=1000", "model.total_kimg=200"]
 AUGMENT = "model.augment.policy=[color,translation,cutout]"
@@ -56,6 +57,12 @@ JOBS: dict[str, tuple[list[str], str, str]] = {
                          "[swd]", "train"),
     "sg_fast_ns_r1_1_lr2": (["model=stylegan", *FAST, *NS_R1, "model.schedule.lr=0.002"], "[swd]", "train"),
     "sg_fast_ns_r1_1_w128": (["model=stylegan", *FAST, *NS_R1, "model.fmap_max=128"], "[swd]", "train"),
+    "sg_fast_w128": (["model=stylegan", *FAST, *WIDE], "[swd]", "train"),
+    "sg_fast_w128_ns_r1_10": (["model=stylegan", *FAST, *WIDE, "model.loss.name=nonsaturating",
+                               "model.loss.r1_gamma=10"], "[swd]", "train"),
+    "sg_fast_w256_ns_r1_10": (["model=stylegan", *FAST, "model.fmap_base=4096", "model.fmap_max=256",
+                               "model.loss.name=nonsaturating", "model.loss.r1_gamma=10"], "[swd]", "train"),
+    "t2f_real_w128": ([*T2F_REAL, *WIDE], "[swd,alignment,diversity]", "train"),
     "t2f_real": (T2F_REAL, "[swd,alignment,diversity]", "train"),
     "t2f_real_ns_r1": ([*T2F_REAL, *NS_R1], "[swd,alignment,diversity]", "train"),
     "t2f_real_lr001": ([*T2F_REAL, "model.schedule.lr=0.001"], "[swd,alignment,diversity]", "train"),
