@@ -220,7 +220,7 @@ def stage_table(args: argparse.Namespace) -> None:
         rate, per_kimg = found.groups()
         memory = re.search(r"peak memory: (.*)", done.stdout).group(1)
         if stage == first:
-            print(re.search(r"model=.*", done.stdout).group(0))
+            print(re.sub(r" resolution=\S+", "", re.search(r"model=.*", done.stdout).group(0)))
         rows.append(f"| {stage} | {4 * 2 ** stage} | {rate} | {per_kimg} | {memory} |")
     print("\n".join(rows))
 
