@@ -34,6 +34,7 @@ from omegaconf import open_dict
 
 from t2f.conf import CONFIG_DIR
 from t2f.precision import resolve_precision
+from t2f.train import fill_from_data
 
 
 class Timer(pl.Callback):
@@ -163,12 +164,8 @@ def main() -> None:
         HydraConfig().set_config(cfg)
         datamodule = instantiate(cfg.dataset)
         datamodule.setup("fit")
+        fill_from_data(cfg, datamodule)
         with open_dict(cfg):
-            if "vocab_size" in cfg.model.keys():
-                cfg.model.vocab_size = len(datamodule.vocab)
-            schedule = cfg.model.get("schedule")
-            if schedule is not None and "images_per_epoch" in schedule.keys():
-                schedule.images_per_epoch = len(datamodule.train_set)
             cfg.trainer.precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
         module = instantiate(cfg.model)
         fresh = copy.deepcopy(module) if args.bare else None

@@ -62,17 +62,7 @@ def _train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None) -> dict[s
     pl.seed_everything(cfg.seed, workers=True)  # identical initial weights on every rank
     datamodule = instantiate(cfg.dataset)
     datamodule.setup("fit")
-    # text-conditional models are sized by the vocabulary (StyleGAN only with model.conditional=true)
-    if "vocab_size" in cfg.model.keys() and cfg.model.get("conditional", True):
-        if datamodule.vocab is None:
-            raise ConfigError(
-                f"model={_choice('model')} is text-conditional but dataset={_choice('dataset')} "
-                "has no captions: choose a captioned dataset (synthetic, celeba, face2text)"
-            )
-        cfg.model.vocab_size = len(datamodule.vocab)  # recorded in the saved config
-    schedule = cfg.model.get("schedule")
-    if schedule is not None and "images_per_epoch" in schedule.keys():
-        schedule.images_per_epoch = len(datamodule.train_set)  # for schedule.epochs
+    fill_from_data(cfg, datamodule)
     cfg.trainer.precision, why = explain_precision(cfg.trainer.precision, cfg.trainer.accelerator)  # saved resolved
     rank_zero_print(f"Precision: {cfg.trainer.precision} ({why})")
     module = instantiate(cfg.model)
@@ -123,6 +113,23 @@ def _train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None) -> dict[s
 
 # What Lightning's DDP launcher sets in its own process before starting the other ranks.
 _DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+def fill_from_data(cfg: DictConfig, datamodule: pl.LightningDataModule) -> None:
+    """The model's values that only the data knows, recorded in the saved config: the vocabulary
+    size of text-conditional models (StyleGAN only with model.conditional=true) and the images
+    per epoch of a schedule written in epochs. The one place for train and the benchmarks."""
+    with open_dict(cfg):
+        if "vocab_size" in cfg.model.keys() and cfg.model.get("conditional", True):
+            if datamodule.vocab is None:
+                raise ConfigError(
+                    f"model={_choice('model')} is text-conditional but dataset={_choice('dataset')} "
+                    "has no captions: choose a captioned dataset (synthetic, celeba, face2text)"
+                )
+            cfg.model.vocab_size = len(datamodule.vocab)
+        schedule = cfg.model.get("schedule")
+        if schedule is not None and "images_per_epoch" in schedule.keys():
+            schedule.images_per_epoch = len(datamodule.train_set)  # for schedule.epochs
 
 
 def _release_ddp_workers(trainer: pl.Trainer, env: dict[str, str | None]) -> None:

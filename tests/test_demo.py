@@ -77,6 +77,7 @@ def test_the_page_hides_the_caption_box_for_unconditional_models_and_has_a_mixin
     assert "Style mixing" in labels
 
 
+@pytest.mark.slow
 def test_the_command_without_a_checkpoint_is_one_clear_line() -> None:
     result = subprocess.run([sys.executable, "-m", "t2f.demo"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and result.stderr.strip().splitlines()[-1].startswith("error: ckpt is required")

@@ -17,6 +17,7 @@ from tests.conftest import REPO, compose_config
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: one thread is faster
 
 
+@pytest.mark.slow
 def test_evaluate_cli_prints_table_and_writes_json(tmp_path: Path) -> None:
     cfg = compose_config(tmp_path, [], model="t2f")
     train(cfg)

@@ -71,6 +71,7 @@ def test_exported_generator_reproduces_the_checkpoint(tiny_checkpoint, tmp_path:
     assert torch.equal(images, expected)
 
 
+@pytest.mark.slow
 def test_export_cli_and_a_loader_without_lightning_or_hydra(tiny_checkpoint, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     ckpt = tiny_checkpoint("t2f")

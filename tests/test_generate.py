@@ -59,6 +59,7 @@ def mp4_frames(path: Path) -> int:
         return sum(1 for _ in container.decode(video=0))
 
 
+@pytest.mark.slow
 def test_cli_writes_captioned_grid_and_names_unknown_words(tiny_checkpoint, tmp_path: Path) -> None:
     out = tmp_path / "faces.png"
     result = cli(f"ckpt={tiny_checkpoint('t2f')}", "text=a smiling woman, with long red hair (zzyzx)", "n=4",

@@ -420,6 +420,7 @@ def _ddp_worker(rank: int, world: int, port: int, stub: str, out_dir: str) -> No
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_match_single_process(tmp_path: Path, stub_path: Path) -> None:
     import torch.multiprocessing as mp
 

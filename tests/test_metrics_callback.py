@@ -113,6 +113,7 @@ def test_cache_key_changes_with_every_part_of_the_protocol(tmp_path) -> None:
     assert dataset_identity(dm).fingerprint != dataset_identity(dm, {"seed": 3}).fingerprint
 
 
+@pytest.mark.slow
 def test_ddp_cpu_training_logs_synced_metric_equal_to_single_process(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     run = tmp_path / "ddp"

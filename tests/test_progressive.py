@@ -184,6 +184,7 @@ def test_resume_mid_fade_restores_stage_alpha_and_images_seen(tmp_path):
     assert (stage, alpha) == (expected.stage, expected.alpha) == (1, pytest.approx(saved["t2f"]["alpha"]))
 
 
+@pytest.mark.slow
 def test_t2f_ddp_cpu_two_processes_grow_across_stage_switches(tmp_path):
     from tests.conftest import TINY, TINY_MODEL
     from tests.test_train import _run_cli

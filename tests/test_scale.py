@@ -57,6 +57,7 @@ def _wandb_run_record(run_dir: Path):
     raise AssertionError("no run record")
 
 
+@pytest.mark.slow
 def test_dcgan_ddp_cpu_rank0_writes_one_wandb_run_and_ranks_agree_on_metrics(tmp_path):
     run, probe = tmp_path / "ddp", tmp_path / "probe"
     args = [*_cli("dcgan", tmp_path, logger="[csv,wandb]"), "trainer=ddp_cpu", "trainer.max_steps=6",
@@ -78,6 +79,7 @@ def test_dcgan_ddp_cpu_rank0_writes_one_wandb_run_and_ranks_agree_on_metrics(tmp
     assert {"dcgan", "synthetic"} <= set(record.tags) and record.run_group == ""
 
 
+@pytest.mark.slow
 def test_stylegan_ddp_cpu_grows_across_stage_switches(tmp_path):
     run = tmp_path / "ddp"
     args = [*_cli("stylegan", tmp_path), "trainer=ddp_cpu", "trainer.log_every_n_steps=1",
@@ -93,6 +95,7 @@ def test_stylegan_ddp_cpu_grows_across_stage_switches(tmp_path):
     assert resolutions >= {8.0, 16.0, 32.0}  # logged after each batch: 4 px is over after one
 
 
+@pytest.mark.slow
 def test_ddp_inside_a_multirun_runs_each_job_once_in_its_own_directory(tmp_path):
     sweep = tmp_path / "sweep"
     args = ["-m", "seed=1,2", "trainer=ddp_cpu", "trainer.max_steps=2", *_cli("dcgan", tmp_path, "wandb"),
@@ -111,6 +114,7 @@ def test_ddp_inside_a_multirun_runs_each_job_once_in_its_own_directory(tmp_path)
         assert record.run_group == str(sweep) and {"sweep", "basic", "dcgan"} <= set(record.tags)
 
 
+@pytest.mark.slow
 def test_optuna_sweep_minimises_swd_and_records_a_failed_trial(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     sweep = tmp_path / "sweep"

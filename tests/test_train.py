@@ -172,6 +172,7 @@ def test_unknown_model_lists_the_choices(tmp_path):
     assert "nosuchmodel" in result.stderr and "dcgan" in result.stderr
 
 
+@pytest.mark.slow
 def test_multirun_makes_two_runs_each_with_its_own_wandb_run(tmp_path):
     sweep = tmp_path / "sweep"
     args = ["-m", "seed=1,2", "trainer.max_steps=2", *_cli_tiny(tmp_path), "logger=wandb",
@@ -187,6 +188,7 @@ def test_multirun_makes_two_runs_each_with_its_own_wandb_run(tmp_path):
     assert seeds == {1, 2}
 
 
+@pytest.mark.slow
 def test_ddp_cpu_two_processes_train_and_seed_noise_per_rank(tmp_path):
     run = tmp_path / "ddp"
     args = ["trainer=ddp_cpu", "trainer.max_steps=6", *_cli_tiny(tmp_path), f"hydra.run.dir={run}"]
@@ -199,15 +201,25 @@ def test_ddp_cpu_two_processes_train_and_seed_noise_per_rank(tmp_path):
     assert len(states) == 2 and not torch.equal(states[0]["torch"], states[1]["torch"])
 
 
-@pytest.mark.parametrize(("accelerator", "amx", "expected"), [
-    ("cpu", True, "bf16-mixed"), ("cpu", False, "32-true"), ("gpu", True, "32-true")])
-def test_auto_precision_is_bf16_only_on_cpus_with_matrix_units(monkeypatch, accelerator, amx, expected):
+@pytest.mark.parametrize(("accelerator", "amx", "flags", "expected", "reason"), [
+    ("cpu", True, "fpu avx2", "bf16-mixed", "AMX"),
+    ("cpu", False, "fpu avx2 avx512f avx512_bf16", "bf16-mixed", "AVX-512 BF16"),
+    ("cpu", False, "fpu avx2 avx512f", "32-true", "neither"),
+    ("gpu", True, "fpu avx512_bf16", "32-true", "GPU")])
+def test_auto_precision_is_bf16_only_on_cpus_with_a_fast_bf16_path(monkeypatch, tmp_path, accelerator, amx, flags,
+                                                                     expected, reason):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+    monkeypatch.setattr("t2f.precision.CPUINFO", str(cpuinfo))
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
     assert resolve_precision("auto", accelerator) == expected
     assert resolve_precision("16-mixed", accelerator) == "16-mixed"  # a set value is kept
     value, why = explain_precision("auto", accelerator)
-    assert value == expected and ("GPU" in why if accelerator == "gpu" else ("has bf16" in why) == amx)
+    assert value == expected and reason in why
     assert explain_precision("16-mixed", accelerator) == ("16-mixed", "set by trainer.precision")
+    monkeypatch.setattr("t2f.precision.CPUINFO", str(tmp_path / "missing"))  # not Linux: no flags to read
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert resolve_precision("auto", "cpu") == "32-true"
 
 
 def test_channels_last_trains_exactly_like_contiguous_layout(tmp_path, one_thread):
