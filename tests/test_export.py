@@ -17,7 +17,8 @@ from t2f.checkpoints import build_module, checkpoint_vocab, read_checkpoint
 from t2f.export import export, load_generator
 from t2f.generate import generate
 from tests.conftest import REPO
-from tests.test_generate import CAPTION, config
+from tests.helpers import CAPTION
+from tests.helpers import generate_config as config
 
 TEXTS = [CAPTION, "a man with a beard and glasses zzyzx"]
 

@@ -30,7 +30,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from t2f.evaluate import evaluate
 from t2f.metrics.inception import INCEPTION_WEIGHTS_FILENAME, image_files, score_image_folders
 from tests.conftest import CONF
-from tests.test_metrics import StubExtractor
+from tests.helpers import StubExtractor
 
 N = 20  # images per folder
 OPTIONS = dict(kid_subset_size=10, kid_subsets=10, is_splits=4)

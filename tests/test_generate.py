@@ -11,10 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from t2f.conf import CONFIG_DIR
 from t2f.export import load_generator
 from t2f.generate import (
     generate,
@@ -25,21 +23,10 @@ from t2f.generate import (
 )
 from t2f.video import timelapse_frames, write_video
 from tests.conftest import REPO
+from tests.helpers import CAPTION, generate_config
 
 CELL = 64 + 2  # grid_image enlarges 32px faces to 64px, with 2px padding
-CAPTION = "a smiling woman with long red hair"
-
-
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def config(**values: object) -> DictConfig:
-    """conf/generate.yaml with ``values``, as the CLI would compose it (unknown keys fail)."""
-    cfg = OmegaConf.load(CONFIG_DIR / "generate.yaml")
-    for key in ("defaults", "hydra"):
-        cfg.pop(key)
-    OmegaConf.set_struct(cfg, True)
-    return OmegaConf.merge(cfg, values)
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -89,7 +76,7 @@ def test_same_seed_same_faces_other_seed_other_faces(tiny_checkpoint, name: str)
 
 def test_default_output_next_to_the_run_is_reproducible(tiny_checkpoint) -> None:
     ckpt = tiny_checkpoint("stylegan_text")
-    paths = [generate(config(ckpt=str(ckpt), text=CAPTION, n=4, psi=0.5)) for _ in range(2)]
+    paths = [generate(generate_config(ckpt=str(ckpt), text=CAPTION, n=4, psi=0.5)) for _ in range(2)]
     assert paths[0] == ckpt.parent.parent / "generated" / "a_smiling_woman_with_long_red_hair_seed0_psi0.5.png"
     assert paths[0].read_bytes() == paths[1].read_bytes()
 
@@ -108,21 +95,21 @@ def test_psi_zero_is_the_average_latent(tiny_checkpoint) -> None:
 def test_texts_file_gives_one_labelled_row_per_caption(tiny_checkpoint, tmp_path: Path) -> None:
     captions = tmp_path / "captions.txt"
     captions.write_text(f"{CAPTION}\n\na man with a beard and glasses\n  a woman, smiling  \n")
-    path = generate(config(ckpt=str(tiny_checkpoint("t2f")), texts_file=str(captions), n=2))
+    path = generate(generate_config(ckpt=str(tiny_checkpoint("t2f")), texts_file=str(captions), n=2))
     picture = Image.open(path)
     assert path.name == "captions_seed0.png"
     assert picture.height == 3 * CELL + 2 and picture.width > 2 * CELL + 2 + 100  # rows of 2, labels beside
 
 
 def test_unconditional_model_ignores_text_and_says_so(tiny_checkpoint, tmp_path: Path, capsys) -> None:
-    path = generate(config(ckpt=str(tiny_checkpoint("dcgan")), text=CAPTION, n=4, out=str(tmp_path / "d.png")))
+    path = generate(generate_config(ckpt=str(tiny_checkpoint("dcgan")), text=CAPTION, n=4, out=str(tmp_path / "d.png")))
     assert "unconditional: ignoring the caption" in capsys.readouterr().out
     assert Image.open(path).size == (2 * CELL + 2, 2 * CELL + 2)  # no label column
 
 
 def test_style_mixing_grid_geometry_and_cells(tiny_checkpoint, tmp_path: Path) -> None:
     ckpt = tiny_checkpoint("stylegan")
-    path = generate(config(ckpt=str(ckpt), mode="mix", n=3, rows=2, mix="middle", out=str(tmp_path / "m.png")))
+    path = generate(generate_config(ckpt=str(ckpt), mode="mix", n=3, rows=2, mix="middle", out=str(tmp_path / "m.png")))
     assert Image.open(path).size == ((3 + 1) * CELL + 2, (2 + 1) * CELL + 2)
 
     gen = load_generator(ckpt)
@@ -154,7 +141,7 @@ def test_mixing_layer_groups() -> None:
 
 def test_mixing_needs_stylegan(tiny_checkpoint) -> None:
     with pytest.raises(ValueError, match="style mixing needs a StyleGAN checkpoint"):
-        generate(config(ckpt=str(tiny_checkpoint("dcgan")), mode="mix"))
+        generate(generate_config(ckpt=str(tiny_checkpoint("dcgan")), mode="mix"))
 
 
 def test_path_positions() -> None:
@@ -164,14 +151,14 @@ def test_path_positions() -> None:
 
 
 def test_interpolation_videos_have_the_frames_asked_for(tiny_checkpoint, tmp_path: Path) -> None:
-    gif = generate(config(ckpt=str(tiny_checkpoint("stylegan")), mode="interpolate", frames=5, keyframes=3,
+    gif = generate(generate_config(ckpt=str(tiny_checkpoint("stylegan")), mode="interpolate", frames=5, keyframes=3,
                           interp="lerp", out=str(tmp_path / "walk.gif")))
     assert gif_frames(gif) == 5
     pytest.importorskip("av")
-    mp4 = generate(config(ckpt=str(tiny_checkpoint("dcgan")), mode="interpolate", frames=7, n=1,
+    mp4 = generate(generate_config(ckpt=str(tiny_checkpoint("dcgan")), mode="interpolate", frames=7, n=1,
                           loop=False, out=str(tmp_path / "walk.mp4")))
     assert mp4.suffix == ".mp4" and mp4_frames(mp4) == 7
-    text = generate(config(ckpt=str(tiny_checkpoint("t2f")), mode="interpolate", frames=6, n=2,
+    text = generate(generate_config(ckpt=str(tiny_checkpoint("t2f")), mode="interpolate", frames=6, n=2,
                            text=CAPTION, text_to="a man with a beard"))
     assert text.name == "text_interpolation_seed0.mp4" and mp4_frames(text) == 6
 
@@ -186,14 +173,14 @@ def test_gif_fallback_without_pyav(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 
 def test_text_interpolation_needs_a_text_model(tiny_checkpoint) -> None:
     with pytest.raises(ValueError, match="text_to needs a text-conditional model"):
-        generate(config(ckpt=str(tiny_checkpoint("dcgan")), mode="interpolate", text="a", text_to="b"))
+        generate(generate_config(ckpt=str(tiny_checkpoint("dcgan")), mode="interpolate", text="a", text_to="b"))
 
 
 def test_timelapse_of_a_run(tiny_checkpoint, tmp_path: Path) -> None:
     run = tiny_checkpoint("t2f").parent.parent
     grids = sorted((run / "samples").glob("kimg*px.png"))
     assert len({p.name.split("_")[1] for p in grids}) > 1  # grids at several resolutions
-    out = generate(config(mode="timelapse", run=str(run), out=str(tmp_path / "t.gif")))
+    out = generate(generate_config(mode="timelapse", run=str(run), out=str(tmp_path / "t.gif")))
     assert gif_frames(out) == len(grids)
 
 
@@ -235,27 +222,27 @@ def test_free_text_is_quoted_for_hydra() -> None:
 def test_clear_errors(tiny_checkpoint, values: dict, error: type, match: str) -> None:
     base = {"ckpt": str(tiny_checkpoint("t2f")), "text": CAPTION}
     with pytest.raises(error, match=match):
-        generate(config(**{**base, **values}))
+        generate(generate_config(**{**base, **values}))
 
 
 def test_bad_checkpoints_and_caption_files(tiny_checkpoint, tmp_path: Path) -> None:
     text_file = tmp_path / "notes.ckpt"
     text_file.write_text("not a checkpoint")
     with pytest.raises(ValueError, match="is not a checkpoint written by t2f"):
-        generate(config(ckpt=str(text_file)))
+        generate(generate_config(ckpt=str(text_file)))
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {}}, foreign)
     with pytest.raises(ValueError, match="holds no run config"):
-        generate(config(ckpt=str(foreign)))
+        generate(generate_config(ckpt=str(foreign)))
     ckpt = torch.load(tiny_checkpoint("dcgan"), weights_only=True)
     ckpt["t2f"]["config"]["model"]["g_width"] = 12  # a config that does not match the weights
     torch.save(ckpt, tmp_path / "mismatch.ckpt")
     with pytest.raises(ValueError, match="the weights do not fit the model"):
-        generate(config(ckpt=str(tmp_path / "mismatch.ckpt")))
+        generate(generate_config(ckpt=str(tmp_path / "mismatch.ckpt")))
     empty = tmp_path / "empty.txt"
     empty.write_text("\n  \n")
     with pytest.raises(ValueError, match="holds no captions"):
-        generate(config(ckpt=str(tiny_checkpoint("t2f")), texts_file=str(empty)))
+        generate(generate_config(ckpt=str(tiny_checkpoint("t2f")), texts_file=str(empty)))
 
 
 def test_the_package_loads_any_generator_and_knows_its_version(tiny_checkpoint, tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from t2f.metrics import (
     INCEPTION_WEIGHTS_FILENAME,
@@ -28,25 +27,7 @@ from t2f.metrics import (
 )
 from t2f.metrics import inception as inception_mod
 from t2f.metrics.swd import _pyr_up, extract_descriptors, laplacian_pyramid, pyramid_resolutions
-
-
-class StubExtractor(nn.Module):
-    """A small fixed random conv net: uint8 (N, 3, H, W) -> (features (N, 24), logits (N, 10))."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        gen = torch.Generator().manual_seed(1234)
-        self.conv1 = nn.Conv2d(3, 16, 3, stride=2, padding=1)
-        self.conv2 = nn.Conv2d(16, 24, 3, stride=2, padding=1)
-        self.head = nn.Linear(24, 10)
-        for p in self.parameters():
-            p.data = torch.randn(p.shape, generator=gen) * 0.3
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x.float() / 127.5 - 1
-        x = F.relu(self.conv1(x))
-        feats = F.adaptive_avg_pool2d(F.relu(self.conv2(x)), 1).flatten(1)
-        return feats, self.head(feats)
+from tests.helpers import StubExtractor
 
 
 def _faces(n: int, size: int = 16, seed: int = 0) -> torch.Tensor:

@@ -16,7 +16,7 @@ from t2f.metrics import inception as inception_mod
 from t2f.metrics.suite import MetricSuite, dataset_identity
 from t2f.train import train
 from tests.conftest import compose_config
-from tests.test_train import _cli_tiny, _run_cli
+from tests.helpers import cli_tiny, run_cli
 
 FAST = ["metrics.num_samples=16", "metrics.num_real=32", "metrics.batch_size=8", "metrics.every_kimg=0.016"]
 
@@ -117,10 +117,10 @@ def test_cache_key_changes_with_every_part_of_the_protocol(tmp_path) -> None:
 def test_ddp_cpu_training_logs_synced_metric_equal_to_single_process(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     run = tmp_path / "ddp"
-    args = ["trainer=ddp_cpu", "trainer.max_steps=6", *_cli_tiny(tmp_path), f"hydra.run.dir={run}",
+    args = ["trainer=ddp_cpu", "trainer.max_steps=6", *cli_tiny(tmp_path), f"hydra.run.dir={run}",
             "metrics=swd", *FAST, "metrics.swd.dirs_per_repeat=32", "metrics.every_kimg=100",
             "+logger.csv.flush_logs_every_n_steps=1"]
-    result = _run_cli(args, tmp_path)
+    result = run_cli(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     logged = [float(r["metrics/swd"]) for r in _rows(run) if r.get("metrics/swd")]
     assert len(logged) == 1  # once, at the end (rank 0 writes)

@@ -52,7 +52,7 @@ from t2f.train import _resume_path, train
 from t2f.trusted import allowed_target, shipped_targets
 from t2f.utils import ConfigError
 from tests.conftest import REPO, TINY, TINY_MODEL, compose_config
-from tests.test_generate import config as generate_config
+from tests.helpers import generate_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

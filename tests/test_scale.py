@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from t2f.compare import read_csv_history, wandb_run_folders
 from t2f.train import train
 from tests.conftest import TINY, TINY_MODEL, compose_config
-from tests.test_train import _finite_losses, _run_cli
+from tests.helpers import finite_losses, run_cli
 
 # A few patches and directions: SWD in well under a second on 32 px tiny runs.
 TINY_SWD = ["metrics=swd", "metrics.num_samples=16", "metrics.num_real=32", "metrics.batch_size=8",
@@ -64,9 +64,9 @@ def test_dcgan_ddp_cpu_rank0_writes_one_wandb_run_and_ranks_agree_on_metrics(tmp
             "trainer.log_every_n_steps=1", *TINY_SWD, "+logger.csv.flush_logs_every_n_steps=1",
             "+callbacks.probe._target_=tests.test_scale.RankProbe", f"+callbacks.probe.out={probe}",
             f"hydra.run.dir={run}"]
-    result = _run_cli(args, tmp_path)
+    result = run_cli(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    _finite_losses(run)
+    finite_losses(run)
     assert result.stdout.count(f"Run directory: {run}") == 2  # at start and end, by rank 0 only
     # rank 0 alone copies the final save as a snapshot
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt", "snapshot-kimg000000.048.ckpt"]
@@ -84,13 +84,13 @@ def test_stylegan_ddp_cpu_grows_across_stage_switches(tmp_path):
     run = tmp_path / "ddp"
     args = [*_cli("stylegan", tmp_path), "trainer=ddp_cpu", "trainer.log_every_n_steps=1",
             "+logger.csv.flush_logs_every_n_steps=1", f"hydra.run.dir={run}"]
-    result = _run_cli(args, tmp_path)
+    result = run_cli(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["t2f"]["stage"] == 3 and ckpt["t2f"]["images_seen"] >= 80  # 4 -> 32 px, 16 per batch
     states = ckpt["callbacks"]["RankSeed"]["rank_states"]
     assert len(states) == 2 and not torch.equal(states[0]["torch"], states[1]["torch"])
-    _finite_losses(run)
+    finite_losses(run)
     resolutions = {row["res"] for row in read_csv_history(run / "csv" / "metrics.csv") if "res" in row}
     assert resolutions >= {8.0, 16.0, 32.0}  # logged after each batch: 4 px is over after one
 
@@ -100,7 +100,7 @@ def test_ddp_inside_a_multirun_runs_each_job_once_in_its_own_directory(tmp_path)
     sweep = tmp_path / "sweep"
     args = ["-m", "seed=1,2", "trainer=ddp_cpu", "trainer.max_steps=2", *_cli("dcgan", tmp_path, "wandb"),
             f"hydra.sweep.dir={sweep}"]
-    result = _run_cli(args, tmp_path)
+    result = run_cli(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("Launching 2 jobs locally") == 1  # no worker started a sweep of its own
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
@@ -123,7 +123,7 @@ def test_optuna_sweep_minimises_swd_and_records_a_failed_trial(tmp_path):
             "model.optimizer_g.lr=0.002", "model.loss.gp_weight=10", "model.d_steps_per_g=1",
             "model.optimizer_d.lr=choice(0.002,0.001,-1.0)", *_cli("t2f", tmp_path), *TINY_SWD,
             f"hydra.sweep.dir={sweep}"]
-    result = _run_cli(args, tmp_path)
+    result = run_cli(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
     assert "Failed experiment" in output and "model.optimizer_d.lr=-1.0 must be positive" in output

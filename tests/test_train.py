@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import copy
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,7 +13,8 @@ from omegaconf import OmegaConf
 from t2f.conf import CONFIG_DIR
 from t2f.precision import explain_precision, resolve_precision
 from t2f.train import train
-from tests.conftest import REPO, TINY, TINY_MODEL, compose_config
+from tests.conftest import compose_config
+from tests.helpers import cli_tiny, finite_losses, run_cli
 
 GROUP_OPTIONS = {
     "model": ["dcgan", "stylegan", "t2f"],
@@ -55,19 +53,6 @@ def test_experiment_overrides_defaults(tmp_path):
     assert ProgressiveSchedule(64, **schedule).kimg_per_stage == [160, 80, 40, 20, 10]  # as published
 
 
-def _finite_losses(run_dir: Path) -> dict[str, float]:
-    import csv
-
-    rows = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
-    losses = {}
-    for key in ("loss/d", "loss/g"):
-        values = [float(r[key]) for r in rows if r.get(key)]
-        assert values, f"{key} was never logged"
-        assert all(torch.isfinite(torch.tensor(values))), f"{key} is not finite: {values}"
-        losses[key] = values[-1]
-    return losses
-
-
 @pytest.mark.parametrize("loss", ["nonsaturating", "hinge", "wgan_gp"])
 def test_short_dcgan_training_writes_run_directory(tmp_path, loss):
     extra = ["model.d_norm=layer"] if loss == "wgan_gp" else []
@@ -80,7 +65,7 @@ def test_short_dcgan_training_writes_run_directory(tmp_path, loss):
     assert len(grids) >= 2  # at start and at the end
     saved = OmegaConf.load(run / "config.yaml")
     assert saved.model.loss.name == loss and saved.seed == cfg.seed
-    _finite_losses(run)
+    finite_losses(run)
     assert metrics["kimg"] == pytest.approx(0.04, abs=0.008)
 
 
@@ -156,18 +141,8 @@ def test_wgan_gp_with_batchnorm_critic_is_refused(tmp_path):
 
 # --- through the command line ------------------------------------------------------------
 
-def _run_cli(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, str(REPO / "run.py"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def _cli_tiny(tmp_path: Path) -> list[str]:
-    return ["model=dcgan", *TINY, *TINY_MODEL["dcgan"], f"paths.cache_dir={tmp_path.parent / 't2f-cache'}"]
-
-
 def test_unknown_model_lists_the_choices(tmp_path):
-    result = _run_cli(["model=nosuchmodel"], tmp_path, timeout=60)
+    result = run_cli(["model=nosuchmodel"], tmp_path, timeout=60)
     assert result.returncode != 0
     assert "nosuchmodel" in result.stderr and "dcgan" in result.stderr
 
@@ -175,9 +150,9 @@ def test_unknown_model_lists_the_choices(tmp_path):
 @pytest.mark.slow
 def test_multirun_makes_two_runs_each_with_its_own_wandb_run(tmp_path):
     sweep = tmp_path / "sweep"
-    args = ["-m", "seed=1,2", "trainer.max_steps=2", *_cli_tiny(tmp_path), "logger=wandb",
+    args = ["-m", "seed=1,2", "trainer.max_steps=2", *cli_tiny(tmp_path), "logger=wandb",
             f"hydra.sweep.dir={sweep}"]
-    result = _run_cli(args, tmp_path)
+    result = run_cli(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and (p / "checkpoints").exists())
     assert len(jobs) == 2
@@ -191,8 +166,8 @@ def test_multirun_makes_two_runs_each_with_its_own_wandb_run(tmp_path):
 @pytest.mark.slow
 def test_ddp_cpu_two_processes_train_and_seed_noise_per_rank(tmp_path):
     run = tmp_path / "ddp"
-    args = ["trainer=ddp_cpu", "trainer.max_steps=6", *_cli_tiny(tmp_path), f"hydra.run.dir={run}"]
-    result = _run_cli(args, tmp_path)
+    args = ["trainer=ddp_cpu", "trainer.max_steps=6", *cli_tiny(tmp_path), f"hydra.run.dir={run}"]
+    result = run_cli(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"Run directory: {run}" in result.stdout
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)

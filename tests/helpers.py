@@ -1,0 +1,72 @@
+"""Helpers shared by several test modules (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from t2f.conf import CONFIG_DIR
+from tests.conftest import REPO, TINY, TINY_MODEL
+
+#: A caption every text model's tiny vocabulary knows.
+CAPTION = "a smiling woman with long red hair"
+
+
+def generate_config(**values: object) -> DictConfig:
+    """conf/generate.yaml with ``values``, as the CLI would compose it (unknown keys fail)."""
+    cfg = OmegaConf.load(CONFIG_DIR / "generate.yaml")
+    for key in ("defaults", "hydra"):
+        cfg.pop(key)
+    OmegaConf.set_struct(cfg, True)
+    return OmegaConf.merge(cfg, values)
+
+
+class StubExtractor(nn.Module):
+    """A small fixed random conv net: uint8 (N, 3, H, W) -> (features (N, 24), logits (N, 10))."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(1234)
+        self.conv1 = nn.Conv2d(3, 16, 3, stride=2, padding=1)
+        self.conv2 = nn.Conv2d(16, 24, 3, stride=2, padding=1)
+        self.head = nn.Linear(24, 10)
+        for p in self.parameters():
+            p.data = torch.randn(p.shape, generator=gen) * 0.3
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.float() / 127.5 - 1
+        x = F.relu(self.conv1(x))
+        feats = F.adaptive_avg_pool2d(F.relu(self.conv2(x)), 1).flatten(1)
+        return feats, self.head(feats)
+
+
+def finite_losses(run_dir: Path) -> dict[str, float]:
+    """The last logged critic and generator losses of a run, after checking every one is finite."""
+    rows = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
+    losses = {}
+    for key in ("loss/d", "loss/g"):
+        values = [float(r[key]) for r in rows if r.get(key)]
+        assert values, f"{key} was never logged"
+        assert all(torch.isfinite(torch.tensor(values))), f"{key} is not finite: {values}"
+        losses[key] = values[-1]
+    return losses
+
+
+def run_cli(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python run.py ARGS`` in ``cwd``, W&B offline."""
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, str(REPO / "run.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def cli_tiny(tmp_path: Path) -> list[str]:
+    """The tiny DCGAN run's command-line overrides, with the cache beside ``tmp_path``."""
+    return ["model=dcgan", *TINY, *TINY_MODEL["dcgan"], f"paths.cache_dir={tmp_path.parent / 't2f-cache'}"]
