@@ -16,6 +16,9 @@ from torch import nn
 from t2f.conf import CONFIG_DIR
 from tests.conftest import REPO, TINY, TINY_MODEL
 
+#: Metrics settings that make a tiny run's metrics take a second.
+METRICS_FAST = ["metrics.num_samples=16", "metrics.num_real=32", "metrics.batch_size=8", "metrics.every_kimg=0.016"]
+
 #: A caption every text model's tiny vocabulary knows.
 CAPTION = "a smiling woman with long red hair"
 
@@ -70,3 +73,23 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.Comple
 def cli_tiny(tmp_path: Path) -> list[str]:
     """The tiny DCGAN run's command-line overrides, with the cache beside ``tmp_path``."""
     return ["model=dcgan", *TINY, *TINY_MODEL["dcgan"], f"paths.cache_dir={tmp_path.parent / 't2f-cache'}"]
+
+
+class StubGenerator(nn.Module):
+    """A module stand-in for the metric suite: smooth random images at a fixed resolution."""
+
+    def __init__(self, res: int) -> None:
+        super().__init__()
+        self.res = res
+        self.scale = nn.Parameter(torch.ones(()))
+
+    @property
+    def device(self) -> torch.device:
+        return self.scale.device
+
+    def sample_inputs(self, n, conditions=None, generator=None):
+        return {"z": torch.randn(n, 3, 4, 4, generator=generator)}
+
+    def generate(self, inputs, ema=True):
+        img = F.interpolate(inputs["z"], size=self.res, mode="bilinear", align_corners=False)
+        return (img * self.scale).tanh()

@@ -286,16 +286,15 @@ def test_ddp_best_and_last_are_collective_saves_with_every_ranks_state(tmp_path,
     """Two gloo ranks agree on every save (no deadlock), and each file holds both ranks' RNG state."""
     import csv
 
-    from tests.test_metrics_callback import FAST
-    from tests.test_train import _cli_tiny, _run_cli
+    from tests.helpers import METRICS_FAST, cli_tiny, run_cli
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     run = tmp_path / "ddp"
-    args = ["trainer=ddp_cpu", "trainer.max_steps=6", *_cli_tiny(tmp_path), f"hydra.run.dir={run}",
-            "metrics=swd", *FAST, "metrics.swd.dirs_per_repeat=32", "+logger.csv.flush_logs_every_n_steps=1",
+    args = ["trainer=ddp_cpu", "trainer.max_steps=6", *cli_tiny(tmp_path), f"hydra.run.dir={run}",
+            "metrics=swd", *METRICS_FAST, "metrics.swd.dirs_per_repeat=32", "+logger.csv.flush_logs_every_n_steps=1",
             "callbacks.checkpoint.monitor=metrics/swd", "callbacks.checkpoint.every_kimg=0.032",
             "callbacks.checkpoint.keep=0"]
-    result = _run_cli(args, tmp_path)
+    result = run_cli(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     swd = [float(r["metrics/swd"]) for r in csv.DictReader(open(run / "csv" / "metrics.csv"))

@@ -158,7 +158,7 @@ def test_inception_folder_metrics_equal_torch_fidelity(folders: tuple[Path, Path
 # --- the command line and the training metrics, on a stub extractor torch-fidelity runs too ----
 
 class _FidelityStub(FeatureExtractorBase):
-    """tests.test_metrics.StubExtractor as a torch-fidelity feature extractor."""
+    """tests.helpers.StubExtractor as a torch-fidelity feature extractor."""
 
     def __init__(self, name: str, features_list: list[str], **kwargs) -> None:
         super().__init__(name, features_list)
@@ -224,7 +224,7 @@ def test_training_suite_numbers_equal_torch_fidelity_on_its_images(tmp_path: Pat
     from t2f.data.synthetic import SyntheticDataModule
     from t2f.metrics.common import to_uint8
     from t2f.metrics.suite import MetricSuite, _items, _resize, _split, _subset
-    from tests.test_metrics_callback import _Stub
+    from tests.helpers import StubGenerator
 
     monkeypatch.setitem(FEATURE_EXTRACTORS_REGISTRY, "t2f-test-stub", _FidelityStub)
     dm = SyntheticDataModule(root=str(tmp_path.parent / "t2f-cache" / "synthetic"), size=96, val_size=32,
@@ -233,7 +233,7 @@ def test_training_suite_numbers_equal_torch_fidelity_on_its_images(tmp_path: Pat
     suite = MetricSuite(inception=options, num_samples=m, num_real=n_real, batch_size=4,
                         cache_dir=str(tmp_path / "metrics"), inception_weights=str(stub_path),
                         feature_extractor="module")
-    generator = _Stub(16)
+    generator = StubGenerator(16)
     values = suite.evaluate(generator, dm).values
     fakes = generator.generate(generator.sample_inputs(m, generator=torch.Generator().manual_seed(0)))
     real_set = _split(dm, "train")

@@ -16,10 +16,7 @@ from t2f.metrics import inception as inception_mod
 from t2f.metrics.suite import MetricSuite, dataset_identity
 from t2f.train import train
 from tests.conftest import compose_config
-from tests.helpers import cli_tiny, run_cli
-
-FAST = ["metrics.num_samples=16", "metrics.num_real=32", "metrics.batch_size=8", "metrics.every_kimg=0.016"]
-
+from tests.helpers import METRICS_FAST, StubGenerator, cli_tiny, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: one thread is faster
 
@@ -35,7 +32,7 @@ def test_tiny_training_logs_swd_keeps_best_and_warns_once_without_inception(tmp_
     monkeypatch.setattr(inception_mod, "_download_inception_weights", offline)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     monkeypatch.setattr(inception_mod, "_WARNED", set())
-    cfg = compose_config(tmp_path, ["metrics=[swd,fid]", *FAST, "metrics.swd.dirs_per_repeat=32",
+    cfg = compose_config(tmp_path, ["metrics=[swd,fid]", *METRICS_FAST, "metrics.swd.dirs_per_repeat=32",
                                     "callbacks.checkpoint.monitor=metrics/swd"])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -60,26 +57,6 @@ def test_tiny_training_logs_swd_keeps_best_and_warns_once_without_inception(tmp_
     assert len(list((tmp_path.parent / "t2f-cache" / "metrics").glob("swd-*.pt"))) == 1  # real stats cached once
 
 
-class _Stub(torch.nn.Module):
-    """A generator stand-in: smooth random images at a fixed resolution."""
-
-    def __init__(self, res: int) -> None:
-        super().__init__()
-        self.res = res
-        self.scale = torch.nn.Parameter(torch.ones(()))
-
-    @property
-    def device(self) -> torch.device:
-        return self.scale.device
-
-    def sample_inputs(self, n, conditions=None, generator=None):
-        return {"z": torch.randn(n, 3, 4, 4, generator=generator)}
-
-    def generate(self, inputs, ema=True):
-        img = torch.nn.functional.interpolate(inputs["z"], size=self.res, mode="bilinear", align_corners=False)
-        return (img * self.scale).tanh()
-
-
 def test_cache_key_changes_with_every_part_of_the_protocol(tmp_path) -> None:
     from t2f.data.synthetic import SyntheticDataModule
 
@@ -93,7 +70,7 @@ def test_cache_key_changes_with_every_part_of_the_protocol(tmp_path) -> None:
                   "batch_size": batch_size}
         suite = MetricSuite(swd={"dirs_per_repeat": 16, "dir_repeats": 1, **(swd or {})}, num_samples=8,
                             num_real=num_real, batch_size=8, cache_dir=str(cache), real_split=split)
-        result = suite.evaluate(_Stub(res), dm, config)
+        result = suite.evaluate(StubGenerator(res), dm, config)
         return result, {p.name for p in cache.glob("swd-*.pt")}
 
     base, files = run()
@@ -118,7 +95,7 @@ def test_ddp_cpu_training_logs_synced_metric_equal_to_single_process(tmp_path, m
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     run = tmp_path / "ddp"
     args = ["trainer=ddp_cpu", "trainer.max_steps=6", *cli_tiny(tmp_path), f"hydra.run.dir={run}",
-            "metrics=swd", *FAST, "metrics.swd.dirs_per_repeat=32", "metrics.every_kimg=100",
+            "metrics=swd", *METRICS_FAST, "metrics.swd.dirs_per_repeat=32", "metrics.every_kimg=100",
             "+logger.csv.flush_logs_every_n_steps=1"]
     result = run_cli(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -187,12 +187,12 @@ def test_resume_mid_fade_restores_stage_alpha_and_images_seen(tmp_path):
 @pytest.mark.slow
 def test_t2f_ddp_cpu_two_processes_grow_across_stage_switches(tmp_path):
     from tests.conftest import TINY, TINY_MODEL
-    from tests.test_train import _run_cli
+    from tests.helpers import run_cli
 
     run = tmp_path / "ddp"
     args = ["model=t2f", "trainer=ddp_cpu", *TINY, *TINY_MODEL["t2f"],
             f"paths.cache_dir={tmp_path.parent / 't2f-cache'}", f"hydra.run.dir={run}"]
-    result = _run_cli(args, tmp_path)
+    result = run_cli(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["t2f"]["stage"] == 3  # grew 4 -> 32 px with 2 processes (16 images per batch)
