@@ -33,6 +33,8 @@ CURVE = ["metrics=swd", "metrics.every_kimg=20"]
 STYLEGAN_300 = "model.schedule.kimg.32=220"  # 15 + 25 + 40 + 220 kimg: 300 in all
 # StyleGAN grown fast: 4 + 8 + 12 kimg below 32 px, then 96 at 32 px (120 in all)
 FAST = ["model.schedule.kimg.4=4", "model.schedule.kimg.8=8", "model.schedule.kimg.16=12", "model.schedule.kimg.32=96"]
+# the StyleGAN runs recorded in experiments/results/real_faces.md before its default became 0.005
+PAPER_LR = ["model.optimizer_g.lr=0.001", "model.optimizer_d.lr=0.001"]
 NS_R1 = ["model.loss.name=nonsaturating", "model.loss.r1_gamma=1"]
 WIDE = ["model.fmap_base=2048", "model.fmap_max=128"]  # 128 channels at every resolution up to 32 px
 T2F_REAL = ["model=t2f", "model.mode_seeking=1", "model.word_prediction.image=0"]
@@ -42,30 +44,30 @@ AUGMENT = "model.augment.policy=[color,translation,cutout]"
 # name -> (overrides, evaluation metrics, real split of the evaluation)
 JOBS: dict[str, tuple[list[str], str, str]] = {
     "dcgan": (["model=dcgan", "model.total_kimg=300"], "[swd]", "train"),
-    "stylegan": (["model=stylegan", STYLEGAN_300], "[swd]", "train"),
+    "stylegan": (["model=stylegan", *PAPER_LR, STYLEGAN_300], "[swd]", "train"),
     "stylegan_lr": (["model=stylegan", STYLEGAN_300, "model.schedule.lr={4:0.005,32:0.002}"], "[swd]", "train"),
-    "stylegan_ns_r1": (["model=stylegan", STYLEGAN_300, "model.loss.name=nonsaturating",
+    "stylegan_ns_r1": (["model=stylegan", *PAPER_LR, STYLEGAN_300, "model.loss.name=nonsaturating",
                         "model.loss.r1_gamma=10"], "[swd]", "train"),
     "stylegan_ns_r1_lr": (["model=stylegan", STYLEGAN_300, "model.loss.name=nonsaturating", "model.loss.r1_gamma=10",
                            "model.schedule.lr=0.002", "model.schedule.batch_size=32"], "[swd]", "train"),
-    "sg_default": (["model=stylegan"], "[swd]", "train"),
-    "sg_fast": (["model=stylegan", *FAST], "[swd]", "train"),
-    "sg_fast_ns_r1_10": (["model=stylegan", *FAST, "model.loss.name=nonsaturating", "model.loss.r1_gamma=10"],
+    "sg_default": (["model=stylegan", *PAPER_LR], "[swd]", "train"),
+    "sg_fast": (["model=stylegan", *PAPER_LR, *FAST], "[swd]", "train"),
+    "sg_fast_ns_r1_10": (["model=stylegan", *PAPER_LR, *FAST, "model.loss.name=nonsaturating", "model.loss.r1_gamma=10"],
                          "[swd]", "train"),
-    "sg_fast_ns_r1_1": (["model=stylegan", *FAST, *NS_R1], "[swd]", "train"),
-    "sg_fast_ns_r1_01": (["model=stylegan", *FAST, "model.loss.name=nonsaturating", "model.loss.r1_gamma=0.1"],
+    "sg_fast_ns_r1_1": (["model=stylegan", *PAPER_LR, *FAST, *NS_R1], "[swd]", "train"),
+    "sg_fast_ns_r1_01": (["model=stylegan", *PAPER_LR, *FAST, "model.loss.name=nonsaturating", "model.loss.r1_gamma=0.1"],
                          "[swd]", "train"),
     "sg_fast_ns_r1_1_lr2": (["model=stylegan", *FAST, *NS_R1, "model.schedule.lr=0.002"], "[swd]", "train"),
-    "sg_fast_ns_r1_1_w128": (["model=stylegan", *FAST, *NS_R1, "model.fmap_max=128"], "[swd]", "train"),
-    # next: a 5x learning rate (16 px, 24 kimg on CPU: SWD 64.6 -> 36.8; DCGAN 30.5)
-    "sg_lr005": (["model=stylegan", STYLEGAN_300, "model.schedule.lr=0.005"], "[swd]", "train"),
-    "sg_fast_lr005": (["model=stylegan", *FAST, "model.schedule.lr=0.005"], "[swd]", "train"),
-    "sg_fast_lr005_ns_r1_10": (["model=stylegan", *FAST, "model.schedule.lr=0.005", "model.loss.name=nonsaturating",
-                                "model.loss.r1_gamma=10"], "[swd]", "train"),
-    "sg_fast_w128": (["model=stylegan", *FAST, *WIDE], "[swd]", "train"),
-    "sg_fast_w128_ns_r1_10": (["model=stylegan", *FAST, *WIDE, "model.loss.name=nonsaturating",
+    "sg_fast_ns_r1_1_w128": (["model=stylegan", *PAPER_LR, *FAST, *NS_R1, "model.fmap_max=128"], "[swd]", "train"),
+    # next: the default lr 0.005 at 32 px (16 px, 24 kimg on CPU: SWD 64.6 -> 36.8; DCGAN 30.5)
+    "sg_lr005": (["model=stylegan", STYLEGAN_300], "[swd]", "train"),
+    "sg_fast_lr005": (["model=stylegan", *FAST], "[swd]", "train"),
+    "sg_fast_lr005_ns_r1_10": (["model=stylegan", *FAST, "model.loss.name=nonsaturating", "model.loss.r1_gamma=10"],
+                               "[swd]", "train"),
+    "sg_fast_w128": (["model=stylegan", *PAPER_LR, *FAST, *WIDE], "[swd]", "train"),
+    "sg_fast_w128_ns_r1_10": (["model=stylegan", *PAPER_LR, *FAST, *WIDE, "model.loss.name=nonsaturating",
                                "model.loss.r1_gamma=10"], "[swd]", "train"),
-    "sg_fast_w256_ns_r1_10": (["model=stylegan", *FAST, "model.fmap_base=4096", "model.fmap_max=256",
+    "sg_fast_w256_ns_r1_10": (["model=stylegan", *PAPER_LR, *FAST, "model.fmap_base=4096", "model.fmap_max=256",
                                "model.loss.name=nonsaturating", "model.loss.r1_gamma=10"], "[swd]", "train"),
     "t2f_real_w128": ([*T2F_REAL, *WIDE], "[swd,alignment,diversity]", "train"),
     "t2f_real": (T2F_REAL, "[swd,alignment,diversity]", "train"),
