@@ -28,13 +28,12 @@ import time
 import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
 from t2f.conf import CONFIG_DIR
 from t2f.precision import resolve_precision
-from t2f.train import fill_from_data
+from t2f.train import compose_run_config, fill_from_data
 
 
 class Timer(pl.Callback):
@@ -156,12 +155,8 @@ def main() -> None:
         return stage_table(args)
     args.stage = None if args.stage is None else int(args.stage)
 
-    with tempfile.TemporaryDirectory() as out, initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=args.overrides, return_hydra_config=True)
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = out
-            cfg.hydra.job.num = 0
-        HydraConfig().set_config(cfg)
+    with tempfile.TemporaryDirectory() as out:
+        cfg = compose_run_config(args.overrides, out)
         datamodule = instantiate(cfg.dataset)
         datamodule.setup("fit")
         fill_from_data(cfg, datamodule)

@@ -393,11 +393,11 @@ def _finish_wandb() -> None:
             wandb.finish()
 
 
-def run(*overrides: str, output_dir: str | os.PathLike | None = None,
-        callbacks: list[pl.Callback] | None = None) -> dict[str, float]:
-    """Train from Python with command-line overrides, e.g. ``run("model=dcgan", "model.total_kimg=10")``;
-    returns the final metrics. The run writes to ``output_dir`` (default: the config's
-    ``hydra.run.dir``, ``outputs/DATE/TIME``), where it resumes if a checkpoint is there."""
+def compose_run_config(overrides: list[str] | tuple[str, ...], output_dir: str | os.PathLike | None = None
+                       ) -> DictConfig:
+    """The config ``python run.py OVERRIDES`` would run with, outside a Hydra command: composed
+    from the package's configs, writing to ``output_dir`` (default: the config's
+    ``hydra.run.dir``, ``outputs/DATE/TIME``), and registered as Hydra's current run."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
@@ -412,7 +412,15 @@ def run(*overrides: str, output_dir: str | os.PathLike | None = None,
         cfg.hydra.job.num = 0
     HydraConfig().set_config(cfg)
     os.makedirs(cfg.hydra.runtime.output_dir, exist_ok=True)
-    return train(cfg, callbacks)
+    return cfg
+
+
+def run(*overrides: str, output_dir: str | os.PathLike | None = None,
+        callbacks: list[pl.Callback] | None = None) -> dict[str, float]:
+    """Train from Python with command-line overrides, e.g. ``run("model=dcgan", "model.total_kimg=10")``;
+    returns the final metrics. The run writes to ``output_dir`` (default: the config's
+    ``hydra.run.dir``, ``outputs/DATE/TIME``), where it resumes if a checkpoint is there."""
+    return train(compose_run_config(overrides, output_dir), callbacks)
 
 
 class _CallableModule(types.ModuleType):

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from t2f.conf import CONFIG_DIR
+from t2f.train import compose_run_config
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = str(CONFIG_DIR)
@@ -46,19 +43,13 @@ TINY_MODEL = {
 def compose_config(tmp_path: Path, overrides: list[str] | None = None, model: str = "dcgan",
                    tiny: bool = True) -> DictConfig:
     """The real config with overrides, resolved as inside a Hydra run writing to tmp_path."""
-    GlobalHydra.instance().clear()
     run_overrides = [f"model={model}"]
     if tiny:
         run_overrides += TINY + TINY_MODEL.get(model, [])
     run_overrides += list(overrides or [])
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("config", overrides=run_overrides, return_hydra_config=True)
+    cfg = compose_run_config(run_overrides, tmp_path / "run")
     with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(tmp_path / "run")
-        cfg.hydra.job.num = 0
         cfg.paths.cache_dir = str(tmp_path.parent / "t2f-cache")
-    HydraConfig().set_config(cfg)
-    os.makedirs(cfg.hydra.runtime.output_dir, exist_ok=True)
     return cfg
 
 
