@@ -184,6 +184,24 @@ def test_blur_is_the_normalised_binomial_filter_with_zero_padding():
     torch.testing.assert_close(Blur()(checker)[..., 1:5, 1:5], torch.zeros(1, 1, 4, 4))  # Nyquist removed
 
 
+def test_blur_gradients_of_first_and_second_order_are_the_plain_convolutions():
+    """The blur is its own backward (for the gradient penalties' double backward): its gradients
+    must equal those autograd derives for the plain depthwise convolution."""
+    blur = Blur().double()
+    x = torch.randn(2, 3, 6, 5, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(blur, (x,))
+    assert torch.autograd.gradgradcheck(blur, (x,))
+
+    def plain(t):
+        return F.conv2d(t, blur.kernel.expand(3, 1, 3, 3), padding=1, groups=3)
+
+    def penalty(f):  # a gradient penalty through the blur, and its gradient w.r.t. x
+        g, = torch.autograd.grad(f(x).square().mul(torch.arange(5.0, dtype=torch.double)).sum(), x, create_graph=True)
+        return torch.autograd.grad(g.pow(3).sum(), x)[0]
+
+    torch.testing.assert_close(penalty(blur), penalty(plain))
+
+
 # --------------------------------------------------------------------- stage helpers
 
 

@@ -38,7 +38,7 @@ __all__ = [
 DEFAULT_GAIN = math.sqrt(2.0)
 
 
-def _check_lr_multiplier(lr_multiplier: float) -> float:
+def check_lr_multiplier(lr_multiplier: float) -> float:
     lr_multiplier = float(lr_multiplier)
     if not lr_multiplier > 0:
         raise ValueError(f"lr_multiplier must be > 0, got {lr_multiplier}")
@@ -51,7 +51,7 @@ class _EqualizedParameters(nn.Module):
     def _init_parameters(self, shape: tuple[int, ...], fan_in: int, bias: bool, bias_init: float,
                          gain: float, lr_multiplier: float) -> None:
         self.gain = float(gain)
-        self.lr_multiplier = _check_lr_multiplier(lr_multiplier)
+        self.lr_multiplier = check_lr_multiplier(lr_multiplier)
         self.weight_scale = self.gain / math.sqrt(fan_in) * self.lr_multiplier
         self.bias_scale = self.lr_multiplier
         self.weight = nn.Parameter(torch.randn(shape) / self.lr_multiplier)
@@ -269,5 +269,26 @@ class Blur(nn.Module):
         self.register_buffer("kernel", (k / k.sum())[None, None], persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _SelfAdjointBlur.apply(x, self.kernel)
+
+
+class _SelfAdjointBlur(torch.autograd.Function):
+    """The blur as its own backward.
+
+    A symmetric kernel with zero "same" padding is self-adjoint, so the gradient of a blur is the
+    blur of the gradient, and so on for every order. Autograd's own double backward of a depthwise
+    convolution (the gradient penalties') also computes the kernel's gradient, one channel at a
+    time (a thousand small convolutions per StyleGAN step at 512 channels), though the kernel is
+    fixed.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(kernel)
         c = x.shape[1]
-        return F.conv2d(x, self.kernel.to(x.dtype).expand(c, 1, 3, 3), padding=1, groups=c)
+        return F.conv2d(x, kernel.to(x.dtype).expand(c, 1, 3, 3), padding=1, groups=c)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        kernel, = ctx.saved_tensors
+        return _SelfAdjointBlur.apply(grad, kernel), None
