@@ -483,3 +483,21 @@ def test_dcgan_trains_on_a_folder_with_corrupt_files(tmp_path, folder_root):
     ckpt = _train(tmp_path, "folder", folder_root[0])
     assert ckpt["t2f"]["images_seen"] == 16
     assert os.path.isdir(tmp_path / "run" / "samples")
+
+
+def test_pin_memory_auto_pins_only_for_a_gpu_trainer(tmp_path):
+    """dataset.pin_memory=auto: page-locked batches (for Lightning's non-blocking copies) exactly
+    when the trainer's device is a GPU; an explicit true/false is kept; anything else is refused."""
+    from types import SimpleNamespace
+
+    from t2f.data.synthetic import SyntheticDataModule
+
+    dm = SyntheticDataModule(root=str(tmp_path), size=8, val_size=4, resolution=8, batch_size=4)
+    assert dm.pin_memory == "auto" and dm._pin() is False  # no trainer yet
+    for device, pinned in (("cpu", False), ("cuda", True)):
+        dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))
+        assert dm._pin() is pinned
+    dm.pin_memory = False
+    assert dm._pin() is False
+    with pytest.raises(ValueError, match="dataset.pin_memory"):
+        SyntheticDataModule(root=str(tmp_path), size=8, val_size=4, resolution=8, batch_size=4, pin_memory="yes")

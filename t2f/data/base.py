@@ -155,7 +155,7 @@ class FaceDataModule(pl.LightningDataModule):
         resolution: int = 32,
         batch_size: int = 64,
         num_workers: int = 0,
-        pin_memory: bool = False,
+        pin_memory: bool | str = "auto",
         max_resolution: int = 128,
         max_images: int | None = None,
     ) -> None:
@@ -167,7 +167,9 @@ class FaceDataModule(pl.LightningDataModule):
         if int(num_workers) < 0:
             raise ValueError(f"dataset.num_workers={num_workers} must be >= 0 (0: load in the training process)")
         self.num_workers = int(num_workers)
-        self.pin_memory = bool(pin_memory)
+        if pin_memory not in (True, False, "auto"):
+            raise ValueError(f"dataset.pin_memory={pin_memory!r} must be true, false or auto (pinned when training on a GPU)")
+        self.pin_memory = pin_memory
         if max_images is not None and (int(max_images) != max_images or max_images < 1):
             raise ValueError(f"dataset.max_images={max_images} must be a positive integer (or null: all)")
         # a small-data experiment: train on a fixed random subset (+dataset.max_images=N); private,
@@ -241,12 +243,18 @@ class FaceDataModule(pl.LightningDataModule):
             sampler=order,
             drop_last=True,
             num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
+            pin_memory=self._pin(),
             persistent_workers=self.num_workers > 0,
             collate_fn=collate_faces,
             # the workers' base seed is drawn from this, not from training's generator
             generator=torch.Generator().manual_seed(self._order_seed),
         )
+
+    def _pin(self) -> bool:
+        """Pinned batches let Lightning's non-blocking copy to the GPU overlap the step."""
+        if self.pin_memory != "auto":
+            return bool(self.pin_memory)
+        return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
 
     # The vocabulary travels with checkpoints so generation maps words to the same ids.
     def state_dict(self) -> dict[str, Any]:
