@@ -223,7 +223,7 @@ def generator_kwargs(net: nn.Module) -> dict[str, Any]:
                 "mapping_layers": mapping.num_layers, "mapping_lr_multiplier": mapping.layers[0].lr_multiplier,
                 "condition_dim": mapping.condition_dim, "embed_dim": mapping.embed_dim or None,
                 "channels": list(synthesis.channels), "w_avg_beta": net.w_avg_beta,
-                "out_channels": synthesis.out_channels}
+                "out_channels": synthesis.out_channels, "noise_lr_multiplier": synthesis.noise_lr_multiplier}
     if isinstance(net, DCGANGenerator):
         convs = [m for m in net.net if isinstance(m, nn.ConvTranspose2d)]
         return {"latent_dim": net.latent_dim, "resolution": 4 * 2 ** (len(convs) - 1),

@@ -112,6 +112,35 @@ def test_noise_changes_the_output_only_where_its_scale_is_nonzero():
     assert not torch.allclose(g(z, 2, noise=a), g(z, 2, noise=b))
 
 
+def test_noise_strength_moves_at_its_learning_rate_multiplier():
+    """One Adam step moves every parameter by about lr; the applied noise strength by lr x multiplier."""
+    from t2f.nets.stylegan import NoiseInjection
+
+    x, noise = torch.randn(4, 3, 5, 5), torch.randn(4, 1, 5, 5)
+    moved = {}
+    for multiplier in (1.0, 0.2):
+        layer = NoiseInjection(3, lr_multiplier=multiplier)
+        opt = torch.optim.Adam(layer.parameters(), lr=0.01)
+        layer(x, noise).mul(noise).sum().backward()
+        opt.step()
+        moved[multiplier] = layer.strength().detach().abs()
+    torch.testing.assert_close(moved[1.0], torch.full((3,), 0.01), rtol=1e-4, atol=0)
+    torch.testing.assert_close(moved[0.2], torch.full((3,), 0.002), rtol=1e-4, atol=0)
+    with pytest.raises(ValueError, match="lr_multiplier"):
+        NoiseInjection(3, lr_multiplier=0)
+
+
+def test_exported_stylegan_keeps_its_noise_multiplier_and_old_files_load_with_one():
+    from t2f.export import generator_kwargs
+
+    g = StyleGANGenerator(8, 8, 16, mapping_layers=2, fmap_base=32, fmap_max=8, noise_lr_multiplier=0.2)
+    kwargs = generator_kwargs(g)
+    assert kwargs["noise_lr_multiplier"] == 0.2
+    assert StyleGANGenerator(**kwargs).synthesis.layers[0].noise.lr_multiplier == 0.2
+    del kwargs["noise_lr_multiplier"]  # a file written before the option: the strength was stored as is
+    assert StyleGANGenerator(**kwargs).synthesis.layers[0].noise.lr_multiplier == 1.0
+
+
 def test_w_avg_moves_towards_the_batch_mean_in_training_mode_only():
     g = tiny_generator(w_avg_beta=0.9)
     start = torch.randn(8)

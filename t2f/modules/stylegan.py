@@ -55,6 +55,7 @@ class StyleGANModule(TextConditionedMixin, ProgressiveMixin, GANModule):
         w_dim: int = 128,
         mapping_layers: int = 8,
         mapping_lr_multiplier: float = 0.01,
+        noise_lr_multiplier: float = 1.0,
         embed_dim: int | None = None,
         g_channels: list[int] | None = None,
         d_channels: list[int] | None = None,
@@ -98,7 +99,7 @@ class StyleGANModule(TextConditionedMixin, ProgressiveMixin, GANModule):
         self.generator = StyleGANGenerator(
             z_dim, w_dim, resolution, mapping_layers=mapping_layers,
             mapping_lr_multiplier=mapping_lr_multiplier, condition_dim=text_dim, embed_dim=embed_dim,
-            channels=g_channels, w_avg_beta=w_avg_beta, **widths,
+            channels=g_channels, w_avg_beta=w_avg_beta, noise_lr_multiplier=noise_lr_multiplier, **widths,
         )
         self.discriminator = ProGANDiscriminator(
             resolution, channels=d_channels, mbstd_group_size=mbstd_group_size,

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from t2f.nets.layers import Blur, EqualizedConv2d, EqualizedLinear, PixelNorm, upsample2x
+from t2f.nets.layers import Blur, EqualizedConv2d, EqualizedLinear, PixelNorm, check_lr_multiplier, upsample2x
 from t2f.nets.progan import (
     _check_stage_alpha,
     resolve_channels,
@@ -109,16 +109,27 @@ class MappingNetwork(nn.Module):
 
 
 class NoiseInjection(nn.Module):
-    """Adds a single-channel noise map scaled by a learned per-channel factor (initialised to 0)."""
+    """Adds a single-channel noise map scaled by a learned per-channel strength (initialised to 0).
 
-    def __init__(self, channels: int) -> None:
+    The strength is stored divided by ``lr_multiplier`` (as the equalized layers store their
+    weights), so Adam moves it ``lr_multiplier`` times as fast as the other parameters. Above the
+    paper's learning rate the noise strengths otherwise grow until per-pixel noise, upsampled by
+    the next layer, draws blocks over the faces (experiments/results/real_faces.md).
+    """
+
+    def __init__(self, channels: int, lr_multiplier: float = 1.0) -> None:
         super().__init__()
+        self.lr_multiplier = check_lr_multiplier(lr_multiplier)
         self.weight = nn.Parameter(torch.zeros(channels))
+
+    def strength(self) -> Tensor:
+        """The per-channel factor actually applied to the noise."""
+        return self.weight * self.lr_multiplier
 
     def forward(self, x: Tensor, noise: Tensor | None = None) -> Tensor:
         if noise is None:
             noise = torch.randn(x.shape[0], 1, x.shape[2], x.shape[3], device=x.device, dtype=x.dtype)
-        return x + self.weight.view(1, -1, 1, 1) * noise.to(x.dtype)
+        return x + self.strength().view(1, -1, 1, 1) * noise.to(x.dtype)
 
 
 class AdaIN(nn.Module):
@@ -146,12 +157,13 @@ class StyleLayer(nn.Module):
     Without a convolution (``in_channels=None``) it is the epilogue applied to the constant input.
     """
 
-    def __init__(self, in_channels: int | None, out_channels: int, w_dim: int, upsample: bool = False) -> None:
+    def __init__(self, in_channels: int | None, out_channels: int, w_dim: int, upsample: bool = False,
+                 noise_lr_multiplier: float = 1.0) -> None:
         super().__init__()
         self.upsample = upsample
         self.conv = EqualizedConv2d(in_channels, out_channels, 3, bias=False) if in_channels else None
         self.blur = Blur() if upsample else None
-        self.noise = NoiseInjection(out_channels)
+        self.noise = NoiseInjection(out_channels, noise_lr_multiplier)
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.act = nn.LeakyReLU(_LRELU_SLOPE)
         self.adain = AdaIN(out_channels, w_dim)
@@ -190,9 +202,11 @@ class SynthesisNetwork(nn.Module):
         fmap_base: int = 8192,
         fmap_max: int = 512,
         out_channels: int = 3,
+        noise_lr_multiplier: float = 1.0,
     ) -> None:
         super().__init__()
         self.w_dim = int(w_dim)
+        self.noise_lr_multiplier = float(noise_lr_multiplier)
         self.max_resolution = validate_resolution(max_resolution)
         self.resolutions = stage_resolutions(self.max_resolution)
         self.num_stages = len(self.resolutions)
@@ -202,11 +216,12 @@ class SynthesisNetwork(nn.Module):
         self.const = nn.Parameter(torch.ones(1, self.channels[0], 4, 4))
         layers: list[StyleLayer] = []
         for k, c in enumerate(self.channels):
+            noise_lr = self.noise_lr_multiplier
             if k == 0:
-                layers.append(StyleLayer(None, c, self.w_dim))
+                layers.append(StyleLayer(None, c, self.w_dim, noise_lr_multiplier=noise_lr))
             else:
-                layers.append(StyleLayer(self.channels[k - 1], c, self.w_dim, upsample=True))
-            layers.append(StyleLayer(c, c, self.w_dim))
+                layers.append(StyleLayer(self.channels[k - 1], c, self.w_dim, upsample=True, noise_lr_multiplier=noise_lr))
+            layers.append(StyleLayer(c, c, self.w_dim, noise_lr_multiplier=noise_lr))
         self.layers = nn.ModuleList(layers)
         self.to_rgb = nn.ModuleList(EqualizedConv2d(c, self.out_channels, 1, gain=1.0) for c in self.channels)
 
@@ -265,12 +280,14 @@ class StyleGANGenerator(nn.Module):
         fmap_max: int = 512,
         w_avg_beta: float = 0.995,
         out_channels: int = 3,
+        noise_lr_multiplier: float = 1.0,
     ) -> None:
         super().__init__()
         self.z_dim, self.w_dim = int(z_dim), int(w_dim)
         self.w_avg_beta = float(w_avg_beta)
         self.mapping = MappingNetwork(z_dim, w_dim, mapping_layers, mapping_lr_multiplier, condition_dim, embed_dim)
-        self.synthesis = SynthesisNetwork(w_dim, max_resolution, channels, fmap_base, fmap_max, out_channels)
+        self.synthesis = SynthesisNetwork(w_dim, max_resolution, channels, fmap_base, fmap_max, out_channels,
+                                          noise_lr_multiplier)
         self.num_layers = self.synthesis.num_layers
         self.register_buffer("w_avg", torch.zeros(self.w_dim))
 
