@@ -7,14 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from t2f.data.synthetic import ATTRIBUTES, SyntheticDataModule
+from t2f.data.celeba import celeba_attribute_task
+from t2f.data.synthetic import ATTRIBUTES, SyntheticDataModule, synthetic_attribute_task
 from t2f.metrics.alignment import (
     AlignmentMetric,
-    celeba_task,
     class_priors,
     mismatched_candidates,
     predict_log_probs,
-    synthetic_task,
     train_attribute_classifier,
 )
 from t2f.metrics.suite import _item_captions, _items, real_alignment
@@ -25,7 +24,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.getbasetemp() / "t2f-cache" / "synthetic"
     dm = SyntheticDataModule(root=str(root), size=1200, val_size=300, resolution=16, batch_size=8)
     dm.setup("fit")
-    task = synthetic_task()
+    task = synthetic_attribute_task()
     data = _items(dm.train_set, range(len(dm.train_set)), ("image", "attributes"))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small convolutions: one thread is faster on a busy 2-core machine
@@ -54,7 +53,7 @@ def test_caption_targets_are_the_mentioned_true_attributes(trained) -> None:
     assert mentioned.any(1).all() and not mentioned.all()  # captions mention some attributes, not all
     assert torch.equal(targets[mentioned], truth[mentioned])
     assert task.names == tuple(ATTRIBUTES)
-    celeba = celeba_task(["Male", "Smiling", "No_Beard", "Eyeglasses"]).targets(
+    celeba = celeba_attribute_task(["Male", "Smiling", "No_Beard", "Eyeglasses"]).targets(
         ["A smiling man with a beard.", "This woman is wearing glasses."])
     assert celeba.tolist() == [[1, 1, 0, -1], [0, -1, -1, 1]]
 

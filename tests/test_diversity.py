@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from t2f.data.synthetic import SyntheticDataModule
-from t2f.metrics.alignment import synthetic_task
+from t2f.data.synthetic import SyntheticDataModule, synthetic_attribute_task
 from t2f.metrics.diversity import (
     caption_groups,
     diversity_ratio,
@@ -49,7 +48,7 @@ class _KnownGenerator:
     device = torch.device("cpu")
 
     def __init__(self, dm: SyntheticDataModule, constant: bool) -> None:
-        self.dm, self.constant, self.task = dm, constant, synthetic_task()
+        self.dm, self.constant, self.task = dm, constant, synthetic_attribute_task()
         self.attributes = _items(dm.train_set, range(len(dm.train_set)), ("attributes",))["attributes"]
 
     def sample_inputs(self, n: int, conditions: dict, generator: torch.Generator) -> dict:

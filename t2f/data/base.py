@@ -20,6 +20,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
+from t2f.data.attributes import AttributeTask
 from t2f.data.vocab import Vocabulary, pad_captions
 
 
@@ -204,6 +205,11 @@ class FaceDataModule(pl.LightningDataModule):
                     "the dataset's vocabulary differs from the one in the checkpoint: resume "
                     "with the same dataset and caption settings the run was started with"
                 )
+
+    def attribute_task(self) -> AttributeTask | None:
+        """The attributes captions mention and how to read them (for alignment and diversity);
+        None where the dataset has none."""
+        return None
 
     def held_out_set(self) -> Dataset:
         """Every image training never sees (for measuring against real faces): the validation

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from t2f.data.attributes import AttributeTask
 from t2f.data.images import ImageDataModule, report
 from t2f.data.vocab import Vocabulary, tokenize
 
@@ -280,6 +281,19 @@ def read_partition(path: Path) -> tuple[list[str], np.ndarray]:
 SPLITS = {"train": (0,), "trainval": (0, 1), "all": (0, 1, 2)}
 
 
+def _mentioned_values(text: str) -> dict[str, int]:
+    male, mentioned = caption_attributes(text)
+    found = {name: (0 if name == "No_Beard" else 1) for name in mentioned}
+    if male is not None:
+        found["Male"] = int(male)
+    return found
+
+
+def celeba_attribute_task(names: Sequence[str]) -> AttributeTask:
+    """Binary attributes ``names`` (the annotation file's columns), read from generated captions."""
+    return AttributeTask("celeba", tuple(names), (2,) * len(names), _mentioned_values)
+
+
 class CelebADataModule(ImageDataModule):
     """``dataset=celeba``: see the module docstring."""
 
@@ -345,6 +359,10 @@ class CelebADataModule(ImageDataModule):
         self.train_set = self._make(train_rows, train=True)
         self.val_set = self._make(val_rows, train=False)
         report(f"celeba: {len(train_rows)} training images ({self.train_split}), {len(val_rows)} validation")
+
+    def attribute_task(self) -> AttributeTask:
+        self.setup("fit")
+        return celeba_attribute_task(self.attribute_names)
 
     def held_out_set(self):
         """The images of every partition outside ``dataset.train_split`` (val and test for

@@ -30,6 +30,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import Dataset, Subset
 
+from t2f.data.attributes import AttributeTask
 from t2f.data.base import FaceDataModule
 from t2f.data.vocab import Vocabulary
 from t2f.utils import check_writable_dir
@@ -750,6 +751,11 @@ class SyntheticFaces(Dataset):
         }
 
 
+def synthetic_attribute_task() -> AttributeTask:
+    """The 9 drawn attributes, read from captions by :func:`parse_caption`."""
+    return AttributeTask("synthetic", tuple(ATTRIBUTES), tuple(len(v) for v in ATTRIBUTES.values()), parse_caption)
+
+
 class SyntheticDataModule(FaceDataModule):
     """``dataset=synthetic``: the built-in faces; the last ``val_size`` faces are held out."""
 
@@ -781,6 +787,9 @@ class SyntheticDataModule(FaceDataModule):
         self.vocab = self.faces.vocab
         self.train_set = Subset(self.faces, range(self.size))
         self.val_set = Subset(self.faces, range(self.size, self.size + self.val_size))
+
+    def attribute_task(self) -> AttributeTask:
+        return synthetic_attribute_task()
 
     def sample_captions(self, n: int, seed: int = 0) -> list[str]:
         self.setup()

@@ -46,8 +46,7 @@ gives the numbers of all of them, in the same sample order whatever the number o
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -61,81 +60,14 @@ from t2f.utils import progress
 __all__ = [
     "AlignmentMetric",
     "AttributeClassifier",
-    "AttributeTask",
-    "attribute_task",
     "caption_scores",
-    "celeba_task",
     "classifier_features",
     "distribution_match",
     "ks_distance",
     "mentioned_evidence",
     "mismatched_candidates",
-    "synthetic_task",
     "train_attribute_classifier",
 ]
-
-
-# --------------------------------------------------------------------------- the task
-
-@dataclasses.dataclass(frozen=True)
-class AttributeTask:
-    """Attributes of a dataset and how to read them from a caption.
-
-    ``parse(text)`` returns ``{attribute name: value index}`` for the attributes the caption
-    mentions. Real items' ``attributes`` vectors are value indices in ``names`` order.
-    """
-
-    name: str
-    names: tuple[str, ...]
-    num_classes: tuple[int, ...]
-    parse: Callable[[str], dict[str, int]]
-
-    @property
-    def id(self) -> str:
-        return f"{self.name}{len(self.names)}"
-
-    def targets(self, captions: Sequence[str]) -> Tensor:
-        """(N, A) int64 value indices of the mentioned attributes, -1 where not mentioned."""
-        out = torch.full((len(captions), len(self.names)), -1, dtype=torch.long)
-        index = {n: i for i, n in enumerate(self.names)}
-        for row, text in enumerate(captions):
-            for name, value in self.parse(text).items():
-                if name in index:
-                    out[row, index[name]] = int(value)
-        return out
-
-
-def synthetic_task() -> AttributeTask:
-    from t2f.data.synthetic import ATTRIBUTES, parse_caption
-
-    return AttributeTask("synthetic", tuple(ATTRIBUTES), tuple(len(v) for v in ATTRIBUTES.values()), parse_caption)
-
-
-def _celeba_parse(text: str) -> dict[str, int]:
-    from t2f.data.celeba import caption_attributes
-
-    male, mentioned = caption_attributes(text)
-    found = {name: (0 if name == "No_Beard" else 1) for name in mentioned}
-    if male is not None:
-        found["Male"] = int(male)
-    return found
-
-
-def celeba_task(names: Sequence[str]) -> AttributeTask:
-    return AttributeTask("celeba", tuple(names), (2,) * len(names), _celeba_parse)
-
-
-def attribute_task(datamodule: Any) -> AttributeTask | None:
-    """The task of a datamodule with attributes and captions (synthetic, CelebA), else None."""
-    from t2f.data.celeba import CelebADataModule
-    from t2f.data.synthetic import SyntheticDataModule
-
-    if isinstance(datamodule, SyntheticDataModule):
-        return synthetic_task()
-    if isinstance(datamodule, CelebADataModule):
-        datamodule.setup("fit")
-        return celeba_task(datamodule.attribute_names)
-    return None
 
 
 # --------------------------------------------------------------------------- the classifier

@@ -46,10 +46,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
+from t2f.data.attributes import AttributeTask
 from t2f.metrics.alignment import (
     AlignmentMetric,
-    AttributeTask,
-    attribute_task,
     class_priors,
     classifier_features,
     classifier_from_statistics,
@@ -82,6 +81,12 @@ ALIGNMENT_DEFAULTS = dict(num_mismatched=99, train_images=20000, val_images=2000
 DIVERSITY_DEFAULTS = dict(captions=32, per_caption=16, min_real=4)
 # the real faces' evidence that the distribution-matched alignment compares with (in the classifier's cache)
 _REFERENCE = ("reference", "real", "floor")
+
+
+def attribute_task(datamodule: Any) -> AttributeTask | None:
+    """The datamodule's attribute task (t2f's datamodules have ``attribute_task()``; others: None)."""
+    task = getattr(datamodule, "attribute_task", None)
+    return task() if callable(task) else None
 
 
 class MetricWarning(UserWarning):
