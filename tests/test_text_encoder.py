@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
+from t2f.losses import kl_divergence
 from t2f.nets.layers import upsample2x
-from t2f.nets.text_encoder import ConditioningAugmentation, T2FGenerator, TextEncoder, kl_divergence
+from t2f.nets.text_encoder import ConditioningAugmentation, T2FGenerator, TextEncoder
 
 VOCAB = 30
 

@@ -15,12 +15,12 @@ import torch
 from torch import Tensor, nn
 
 from t2f.growth import ProgressiveSchedule
-from t2f.losses import mode_seeking_loss
+from t2f.losses import kl_divergence, mode_seeking_loss
 from t2f.modules.base import GANModule
 from t2f.modules.progressive import ProgressiveMixin
 from t2f.modules.text_conditioning import TextConditionedMixin
 from t2f.nets.progan import ProGANDiscriminator
-from t2f.nets.text_encoder import T2FGenerator, TextEncoder, kl_divergence
+from t2f.nets.text_encoder import T2FGenerator, TextEncoder
 
 
 class T2FModule(TextConditionedMixin, ProgressiveMixin, GANModule):

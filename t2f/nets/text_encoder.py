@@ -5,7 +5,7 @@
   so padding never changes it.
 * :class:`ConditioningAugmentation` -- StackGAN's conditioning augmentation (Zhang et
   al. 2017): the text embedding parameterises ``N(mu, diag(exp(logvar)))`` from which the
-  condition is sampled with the reparameterisation trick; :func:`kl_divergence` is the
+  condition is sampled with the reparameterisation trick; :func:`t2f.losses.kl_divergence` is the
   matching regulariser towards ``N(0, I)``.
 * :class:`T2FGenerator` -- conditioning augmentation + ProGAN generator on ``cat(c, z)``.
   The text encoder stays a separate module (the LightningModule holds it).
@@ -19,10 +19,9 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from t2f.losses import kl_divergence  # re-exported: CA and its KL go together
 from t2f.nets.progan import ProGANGenerator
 
-__all__ = ["ConditioningAugmentation", "T2FGenerator", "TextEncoder", "kl_divergence"]
+__all__ = ["ConditioningAugmentation", "T2FGenerator", "TextEncoder"]
 
 
 class TextEncoder(nn.Module):
