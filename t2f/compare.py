@@ -2,10 +2,8 @@
 
 ``python -m t2f.compare RUN_OR_SWEEP_DIR... [--out DIR]``
 
-A run directory holds ``config.yaml`` (the resolved config, written by ``t2f.train``) and the
-logger's files: ``csv/metrics.csv``, TensorBoard event files under ``tensorboard/``, or W&B
-offline runs ``wandb/offline-run-*/run-*.wandb``. A sweep directory (``multirun/<time>/``, or
-any folder of runs) stands for the runs inside it. Writes ``comparison.md`` and
+Runs are read by :mod:`t2f.runs`: the resolved config and the CSV log that every logger keeps
+(``csv/metrics.csv``); a sweep directory (``multirun/<time>/``) stands for the runs inside it. Writes ``comparison.md`` and
 ``comparison.csv`` (per run: the config values that differ between runs, then the final and
 the best value of each loss and metric, with the direction that counts as best), and
 ``losses.png`` / ``metrics.png`` (curves against kimg, one line per run).
@@ -15,38 +13,18 @@ from __future__ import annotations
 
 import argparse
 import csv
-import glob
-import json
 import math
 import os
 import re
-import struct
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from t2f.runs import NotARunError, Run, expand_runs, load_runs
 
-Row = dict[str, float]
 # The keys compared by default: the two training losses and each metric's main value.
 DEFAULT_KEYS = re.compile(r"^(loss/[dg]|metrics/[^/]+)$")
-
-
-class NotARunError(ValueError):
-    """A path that is neither a run directory nor a directory of runs."""
-
-
-@dataclass
-class Run:
-    path: Path
-    config: dict[str, str]
-    choices: dict[str, str] = field(default_factory=dict)   # config group -> option (Hydra's record)
-    history: list[Row] = field(default_factory=list)
-    source: str = "none"   # which logger's files the history came from
-    name: str = ""
 
 
 def direction(key: str) -> str | None:
@@ -60,201 +38,6 @@ def direction(key: str) -> str | None:
     if name in ("is", "alignment", "alignment_match", "alignment_accuracy", "r_precision", "classifier_accuracy"):
         return "max"
     return None  # also real faces' own values (_real, _floor) and diversity (best at 1, not at a maximum)
-
-
-# --- finding runs ----------------------------------------------------------------------------
-
-def _is_run(path: Path) -> bool:
-    return (path / "config.yaml").is_file() or (path / ".hydra" / "config.yaml").is_file()
-
-
-def _natural(path: Path) -> list[Any]:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
-
-
-def expand_runs(paths: list[str | Path]) -> list[Path]:
-    """Run directories, with each sweep directory replaced by the runs in it (in job order)."""
-    runs: list[Path] = []
-    for given in map(Path, paths):
-        if _is_run(given):
-            runs.append(given)
-            continue
-        inside = sorted((p for p in given.iterdir() if p.is_dir() and _is_run(p)), key=_natural) \
-            if given.is_dir() else []
-        if not inside:
-            raise NotARunError(
-                f"{given} is not a run directory (no config.yaml or .hydra/config.yaml) nor a sweep "
-                "directory holding run directories (such as multirun/<time>/0, 1, ...)"
-            )
-        runs.extend(inside)
-    return runs
-
-
-def _flatten(node: Any, prefix: str = "") -> dict[str, str]:
-    if isinstance(node, dict):
-        out: dict[str, str] = {}
-        for key, value in node.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: json.dumps(node) if isinstance(node, (list, tuple)) else str(node)}
-
-
-def load_config(run: Path) -> dict[str, str]:
-    """The run's config as ``dotted.key -> value``; paths inside the run read ``<run>``."""
-    resolved = run / "config.yaml"
-    cfg = OmegaConf.load(resolved if resolved.is_file() else run / ".hydra" / "config.yaml")
-    flat = _flatten(OmegaConf.to_container(cfg, resolve=False))
-    own = flat.get("paths.output_dir")
-    if own and own not in ("None", "${hydra:runtime.output_dir}"):
-        flat = {k: v.replace(own, "<run>") for k, v in flat.items()}
-    return flat
-
-
-def load_choices(run: Path) -> dict[str, str]:
-    """The config group options of a run (``model: dcgan``) from Hydra's ``.hydra/hydra.yaml``."""
-    record = run / ".hydra" / "hydra.yaml"
-    if not record.is_file():
-        return {}
-    choices = OmegaConf.select(OmegaConf.load(record), "hydra.runtime.choices") or {}
-    return {str(g): str(o) for g, o in choices.items() if not str(g).startswith("hydra/")}
-
-
-# --- reading histories -----------------------------------------------------------------------
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def read_csv_history(path: Path) -> list[Row]:
-    rows = []
-    with open(path, newline="") as f:
-        for record in csv.DictReader(f):
-            row = {k: n for k, v in record.items() if (n := _number(v)) is not None}
-            if row:
-                rows.append(row)
-    return rows
-
-
-def read_tensorboard_history(files: list[str]) -> list[Row]:
-    """One row per ``log_metrics`` call: consecutive scalars of one step, until a tag repeats."""
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-    from tensorboard.util.tensor_util import make_ndarray
-
-    rows: list[Row] = []
-    row: Row = {}
-    step = None
-    for file in files:
-        for event in EventFileLoader(file).Load():
-            for value in event.summary.value:
-                kind = value.WhichOneof("value")
-                if kind == "simple_value":
-                    number = float(value.simple_value)
-                elif kind == "tensor":
-                    array = make_ndarray(value.tensor)
-                    if array.size != 1 or array.dtype.kind not in "biuf":
-                        continue  # images, text
-                    number = float(array.reshape(-1)[0])
-                else:
-                    continue
-                if event.step != step or value.tag in row:
-                    if row:
-                        rows.append(row)
-                    row, step = {}, event.step
-                row[value.tag] = number
-    if row:
-        rows.append(row)
-    return rows
-
-
-def _leveldb_records(data: bytes) -> Iterator[bytes]:
-    """Records of W&B's transaction log (LevelDB log format: 32 KiB blocks of chunks)."""
-    block, header = 32768, 7
-    pos, chunks = header, []   # the file starts with ':W&B' + magic + version
-    while pos + header <= len(data):
-        left = block - pos % block
-        if left < header:
-            pos += left
-            continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + header])
-        pos += header
-        if kind == 0 and length == 0:   # zero padding up to the next block
-            pos += left - header
-            continue
-        chunks.append(data[pos:pos + length])
-        pos += length
-        if kind in (1, 4):   # FULL or LAST
-            yield b"".join(chunks)
-            chunks = []
-
-
-def read_wandb_history(files: list[str]) -> list[Row]:
-    """History rows from W&B offline runs' ``.wandb`` files (one row per ``wandb.log``)."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    rows = []
-    for file in files:
-        data = Path(file).read_bytes()
-        if data[:4] != b":W&B":
-            raise ValueError(f"{file} is not a W&B transaction log")
-        for raw in _leveldb_records(data):
-            record = pb.Record()
-            record.ParseFromString(raw)
-            if record.WhichOneof("record_type") != "history":
-                continue
-            row = {}
-            for item in record.history.item:
-                key = item.key or "/".join(item.nested_key)
-                number = _number(json.loads(item.value_json)) if not key.startswith("_") else None
-                if number is not None:
-                    row[key] = number
-            if row:
-                rows.append(row)
-    return rows
-
-
-_WANDB_RUN_DIR = re.compile(r"^(?:offline-)?run-(\d{8}_\d{6})-([A-Za-z0-9]+)(?:-\d+)?$")
-
-
-def wandb_run_folders(run_dir: str | os.PathLike) -> list[tuple[str, str, Path]]:
-    """``(start time, run id, folder)`` of the W&B run folders in a run directory, oldest first.
-
-    Folders are ``wandb/[offline-]run-<time>-<id>``; W&B appends ``-<n>`` when a resumed run
-    starts within the same second as the folder it continues.
-    """
-    found = []
-    for path in Path(run_dir).glob("wandb/*run-*"):
-        match = _WANDB_RUN_DIR.match(path.name)
-        if match and path.is_dir():
-            found.append((match.group(1), match.group(2), path))
-    return sorted(found)
-
-
-def read_history(run: Path) -> tuple[str, list[Row]]:
-    """The logged rows of a run from the first logger with files: csv, tensorboard, wandb."""
-    csv_files = sorted(glob.glob(str(run / "csv" / "**" / "metrics.csv"), recursive=True))
-    if csv_files:
-        return "csv", [row for f in csv_files for row in read_csv_history(Path(f))]
-    tb_files = sorted(glob.glob(str(run / "tensorboard" / "**" / "events.out.tfevents.*"), recursive=True))
-    if tb_files:
-        return "tensorboard", read_tensorboard_history(tb_files)
-    wandb_files = [str(f) for _, _, folder in wandb_run_folders(run) for f in sorted(folder.glob("*.wandb"))]
-    if wandb_files:
-        return "wandb", read_wandb_history(wandb_files)
-    return "none", []
-
-
-def load_run(path: Path) -> Run:
-    source, history = read_history(path)
-    if source == "none":
-        print(f"warning: {path} has no csv, tensorboard or wandb logs (it failed early, or logger=none): "
-              "only its config is compared", file=sys.stderr)
-    return Run(path=path, config=load_config(path), choices=load_choices(path), history=history,
-               source=source)
 
 
 # --- the table and the plots -----------------------------------------------------------------
@@ -363,22 +146,6 @@ def plot(runs: list[Run], keys: list[str], path: Path, title: str) -> bool:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
-
-
-def load_runs(paths: list[Path]) -> list[Run]:
-    """The runs that can be read; one whose files are damaged (a garbled config.yaml or
-    metrics.csv, say of a run killed while writing) is skipped with a warning, not the table."""
-    runs = []
-    for path in paths:
-        try:
-            runs.append(load_run(path))
-        except Exception as error:  # YAML, CSV, protobuf, encoding errors: all mean "unreadable"
-            reason = (str(error).splitlines() or [""])[0]
-            print(f"warning: skipping {path}: its files cannot be read ({type(error).__name__}: {reason})",
-                  file=sys.stderr)
-    if not runs:
-        raise NotARunError(f"none of the {len(paths)} run(s) could be read (see the warnings above)")
-    return runs
 
 
 def compare(paths: list[str | Path], out: str | Path) -> dict[str, Path]:

@@ -32,11 +32,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from t2f.callbacks.checkpoint import snapshots
-from t2f.compare import wandb_run_folders
 from t2f.loggers import use_kimg_axis, wandb_credentials, wandb_mode
 from t2f.precision import explain_precision
 from t2f.preflight import check_resume, check_trainer
 from t2f.run_lock import run_directory_lock
+from t2f.runs import wandb_run_folders
 from t2f.utils import ConfigError, check_seed, print_config, rank_zero_print
 
 

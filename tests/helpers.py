@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import os
+import struct
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -93,3 +95,25 @@ class StubGenerator(nn.Module):
     def generate(self, inputs, ema=True):
         img = F.interpolate(inputs["z"], size=self.res, mode="bilinear", align_corners=False)
         return (img * self.scale).tanh()
+
+
+def wandb_log_records(data: bytes) -> Iterator[bytes]:
+    """Records of a W&B transaction log (``*.wandb``: LevelDB's log format, 32 KiB blocks of
+    chunks), for tests that check what an offline run recorded."""
+    block, header = 32768, 7
+    pos, chunks = header, []   # the file starts with ':W&B' + magic + version
+    while pos + header <= len(data):
+        left = block - pos % block
+        if left < header:
+            pos += left
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + header])
+        pos += header
+        if kind == 0 and length == 0:   # zero padding up to the next block
+            pos += left - header
+            continue
+        chunks.append(data[pos:pos + length])
+        pos += length
+        if kind in (1, 4):   # FULL or LAST
+            yield b"".join(chunks)
+            chunks = []

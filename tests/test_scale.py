@@ -12,10 +12,10 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
 
-from t2f.compare import read_csv_history, wandb_run_folders
+from t2f.runs import read_csv_history, wandb_run_folders
 from t2f.train import train
 from tests.conftest import TINY, TINY_MODEL, compose_config
-from tests.helpers import finite_losses, run_cli
+from tests.helpers import finite_losses, run_cli, wandb_log_records
 
 # A few patches and directions: SWD in well under a second on 32 px tiny runs.
 TINY_SWD = ["metrics=swd", "metrics.num_samples=16", "metrics.num_real=32", "metrics.batch_size=8",
@@ -45,11 +45,9 @@ def _wandb_run_record(run_dir: Path):
     """The run record (group, tags) of the one offline W&B run in a run directory."""
     from wandb.proto import wandb_internal_pb2 as pb
 
-    from t2f.compare import _leveldb_records
-
     runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, runs
-    for raw in _leveldb_records(next(runs[0].glob("*.wandb")).read_bytes()):
+    for raw in wandb_log_records(next(runs[0].glob("*.wandb")).read_bytes()):
         record = pb.Record()
         record.ParseFromString(raw)
         if record.WhichOneof("record_type") == "run":
