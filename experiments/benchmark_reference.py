@@ -125,7 +125,7 @@ def main() -> None:
               "t2f": (sum(p.numel() for p in module.generator.parameters()),
                       sum(p.numel() for p in module.discriminator.parameters()))}
     rates: dict[str, list[float]] = {name: [] for name in sides}
-    for name, run in sides.items():
+    for run in sides.values():
         for _ in range(3):
             run()
     for _ in range(args.rounds):

@@ -24,7 +24,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from t2f.nets.layers import Blur, EqualizedConv2d, EqualizedLinear, PixelNorm, check_lr_multiplier, upsample2x
+from t2f.nets.layers import (
+    Blur,
+    EqualizedConv2d,
+    EqualizedLinear,
+    PixelNorm,
+    check_lr_multiplier,
+    upsample2x,
+)
 from t2f.nets.progan import (
     _check_stage_alpha,
     resolve_channels,
