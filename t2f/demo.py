@@ -42,7 +42,7 @@ class Demo:
 
     @property
     def can_mix(self) -> bool:
-        return self.gen.model == "stylegan"
+        return self.gen.mixes_styles
 
     def title(self) -> str:
         source = self.gen.source.get("checkpoint") or self.gen.source.get("path") or ""

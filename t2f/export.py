@@ -4,8 +4,9 @@ A training checkpoint needs Lightning, Hydra and the run's config to be read bac
 exported generator needs only PyTorch and ``t2f.nets``. The file is a plain dict (tensors,
 lists, strings, numbers), so ``torch.load(path, weights_only=True)`` reads it:
 
-* ``generator``: the EMA generator's class name, constructor kwargs and weights (StyleGAN's
-  tracked ``w_avg`` is one of its buffers);
+* ``generator``: the EMA generator's class path, the constructor arguments it recorded
+  (:mod:`t2f.nets.recorded`) and its weights (StyleGAN's tracked ``w_avg`` is one of its buffers);
+  only registered t2f generators load, so a file cannot name another class;
 * ``stage`` / ``alpha``: where a progressive model was in its growth (it samples there);
 * ``text_encoder`` and ``vocab``: the caption encoder and its words, for text models;
 * ``truncation_cutoff``: StyleGAN's truncated layers; ``source``: the checkpoint, kimg, config.
@@ -33,9 +34,8 @@ from torch import Tensor, nn
 
 from t2f.checkpoints import build_module, checkpoint_vocab, read_checkpoint
 from t2f.data.vocab import Vocabulary
-from t2f.nets.dcgan import DCGANGenerator
-from t2f.nets.stylegan import StyleGANGenerator
-from t2f.nets.text_encoder import T2FGenerator, TextEncoder
+from t2f.nets.recorded import GeneratorNet, generator_class
+from t2f.nets.text_encoder import TextEncoder
 from t2f.utils import check_output_file
 
 __all__ = ["FORMAT", "StandaloneGenerator", "build_generator", "check_count", "check_psi", "checkpoint_state",
@@ -43,11 +43,6 @@ __all__ = ["FORMAT", "StandaloneGenerator", "build_generator", "check_count", "c
 
 FORMAT = "t2f.generator"
 VERSION = 1
-GENERATORS: dict[str, type[nn.Module]] = {
-    "T2FGenerator": T2FGenerator, "StyleGANGenerator": StyleGANGenerator, "DCGANGenerator": DCGANGenerator,
-}
-MODELS = {"T2FGenerator": "t2f", "StyleGANGenerator": "stylegan", "DCGANGenerator": "dcgan"}
-LATENT_SIZES = {"t2f": "noise_dim", "stylegan": "z_dim", "dcgan": "latent_dim"}
 
 
 def check_psi(psi: Any) -> float:
@@ -78,9 +73,9 @@ class StandaloneGenerator(nn.Module):
                  vocab: Vocabulary | None = None, stage: int | None = None, alpha: float | None = None,
                  truncation_cutoff: int | None = None, source: dict[str, Any] | None = None) -> None:
         super().__init__()
-        if type(generator).__name__ not in MODELS:
-            raise ValueError(f"unknown generator {type(generator).__name__}: expected one of {', '.join(MODELS)}")
-        self.model = MODELS[type(generator).__name__]
+        if not isinstance(generator, GeneratorNet):
+            raise ValueError(f"{type(generator).__name__} is not a t2f generator (t2f.nets.recorded.GeneratorNet)")
+        self.model = generator.family
         self.generator = generator.eval().requires_grad_(False)  # it owns its nets: sampling only
         self.text_encoder = None if text_encoder is None else text_encoder.eval().requires_grad_(False)
         if self.model == "t2f" and text_encoder is None:
@@ -102,14 +97,19 @@ class StandaloneGenerator(nn.Module):
         return next(self.generator.parameters()).device
 
     @property
+    def mixes_styles(self) -> bool:
+        """Whether the generator has per-layer styles to mix (StyleGAN's ``styles``)."""
+        return callable(getattr(self.generator, "styles", None))
+
+    @property
     def latent_dim(self) -> int:
-        return int(getattr(self.generator, LATENT_SIZES[self.model]))
+        return int(self.generator.latent_dim)
 
     @property
     def resolution(self) -> int:
         """Side of the images it makes (a progressive model's current stage)."""
         if self.stage is None:
-            return int(generator_kwargs(self.generator)["resolution"])
+            return int(self.generator.init_kwargs["resolution"])
         return 4 * 2 ** int(self.stage)
 
     # --- inputs -----------------------------------------------------------------------------
@@ -136,7 +136,7 @@ class StandaloneGenerator(nn.Module):
     @torch.no_grad()
     def styles(self, z: Tensor, embedding: Tensor | None = None, psi: float = 1.0) -> Tensor:
         """StyleGAN: per-layer styles ``(B, layers, w_dim)``, truncated with ``psi``."""
-        if self.model != "stylegan":
+        if not self.mixes_styles:
             raise ValueError(f"styles exist only in StyleGAN, this is a {self.model} generator")
         return self.generator.styles(z, self.stage, embedding, psi=check_psi(psi),
                                      truncation_cutoff=self.truncation_cutoff, update_w_avg=False)
@@ -194,10 +194,11 @@ def generator_state(generator: nn.Module, text_encoder: nn.Module | None = None,
     """The exported file's contents (plain dicts, lists, numbers, strings and CPU tensors)."""
     encoder = None
     if text_encoder is not None:
-        encoder = {"kwargs": text_encoder_kwargs(text_encoder), "state_dict": _cpu(text_encoder)}
+        encoder = {"kwargs": text_encoder.init_kwargs, "state_dict": _cpu(text_encoder)}
+    cls = type(generator)
     return {
-        "format": FORMAT, "version": VERSION, "model": MODELS.get(type(generator).__name__),
-        "generator": {"class": type(generator).__name__, "kwargs": generator_kwargs(generator),
+        "format": FORMAT, "version": VERSION, "model": generator.family,
+        "generator": {"class": f"{cls.__module__}.{cls.__qualname__}", "kwargs": generator.init_kwargs,
                       "state_dict": _cpu(generator)},
         "text_encoder": encoder,
         "vocab": None if vocab is None else vocab.state_dict(),
@@ -209,31 +210,6 @@ def generator_state(generator: nn.Module, text_encoder: nn.Module | None = None,
 
 def _cpu(net: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-
-
-def generator_kwargs(net: nn.Module) -> dict[str, Any]:
-    """Constructor kwargs that rebuild ``net`` (read from the net, so no config is needed)."""
-    if isinstance(net, T2FGenerator):
-        return {"text_dim": net.text_dim, "condition_dim": net.condition_dim, "noise_dim": net.noise_dim,
-                "max_resolution": net.max_resolution, "channels": list(net.generator.channels),
-                "out_channels": net.generator.out_channels}
-    if isinstance(net, StyleGANGenerator):
-        mapping, synthesis = net.mapping, net.synthesis
-        return {"z_dim": net.z_dim, "w_dim": net.w_dim, "max_resolution": synthesis.max_resolution,
-                "mapping_layers": mapping.num_layers, "mapping_lr_multiplier": mapping.layers[0].lr_multiplier,
-                "condition_dim": mapping.condition_dim, "embed_dim": mapping.embed_dim or None,
-                "channels": list(synthesis.channels), "w_avg_beta": net.w_avg_beta,
-                "out_channels": synthesis.out_channels, "noise_lr_multiplier": synthesis.noise_lr_multiplier}
-    if isinstance(net, DCGANGenerator):
-        convs = [m for m in net.net if isinstance(m, nn.ConvTranspose2d)]
-        return {"latent_dim": net.latent_dim, "resolution": 4 * 2 ** (len(convs) - 1),
-                "width": convs[-1].in_channels, "image_channels": convs[-1].out_channels}
-    raise ValueError(f"cannot export a {type(net).__name__}: expected one of {', '.join(GENERATORS)}")
-
-
-def text_encoder_kwargs(net: nn.Module) -> dict[str, Any]:
-    return {"vocab_size": net.vocab_size, "embedding_dim": net.embedding_dim, "hidden_dim": net.hidden_dim,
-            "num_layers": net.num_layers, "dropout": float(net.lstm.dropout), "padding_idx": net.padding_idx}
 
 
 def export_state(module: nn.Module, vocab: Vocabulary | None, source: dict[str, Any] | None = None
@@ -260,9 +236,11 @@ def build_generator(state: dict[str, Any], device: torch.device | str = "cpu") -
         raise ValueError(f"exported generator version {state['version']} is newer than this t2f "
                          f"(reads <= {VERSION}): upgrade t2f")
     spec = state["generator"]
-    if spec["class"] not in GENERATORS:
-        raise ValueError(f"unknown generator class {spec['class']!r}: expected one of {', '.join(GENERATORS)}")
-    generator = GENERATORS[spec["class"]](**spec["kwargs"])
+    cls = generator_class(str(spec["class"]))
+    try:
+        generator = cls(**spec["kwargs"])
+    except TypeError as error:
+        raise ValueError(f"the file's generator arguments do not fit {spec['class']}: {error}") from None
     generator.load_state_dict(spec["state_dict"])
     text_encoder = None
     if state.get("text_encoder"):

@@ -130,7 +130,7 @@ def _span(group: list[int], resolutions: list[int]) -> str:
 
 
 def _require_stylegan(gen: StandaloneGenerator) -> None:
-    if gen.model != "stylegan":
+    if not gen.mixes_styles:
         raise ValueError(f"style mixing needs a StyleGAN checkpoint; this one is a {gen.model} model")
 
 

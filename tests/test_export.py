@@ -122,3 +122,45 @@ def test_export_errors(tiny_checkpoint, tmp_path: Path) -> None:
         load_generator(exported).generate(n=2, psi=-1)
     with pytest.raises(ValueError, match="n=0 must be"):
         load_generator(exported).generate(n=0)
+
+
+def test_a_file_names_its_generator_by_path_and_only_t2f_generators_load(tiny_checkpoint, tmp_path: Path) -> None:
+    """Export writes class path + recorded constructor arguments: no per-model table. A file
+    (untrusted) that names any other class, or arguments the class does not take, is refused;
+    files written before paths (a bare class name) still load."""
+    exported = export(tiny_checkpoint("dcgan"), tmp_path / "g.pt")
+    state = torch.load(exported, weights_only=True)
+    assert state["generator"]["class"] == "t2f.nets.dcgan.DCGANGenerator"
+    reference = load_generator(exported).generate(n=2, seed=3)
+    from t2f.export import build_generator
+
+    state["generator"]["class"] = "DCGANGenerator"  # the first format
+    torch.testing.assert_close(build_generator(state).generate(n=2, seed=3), reference, rtol=0, atol=0)
+    for hostile in ("os.system", "torch.nn.Linear", "t2f.nets.dcgan.DCGANDiscriminator"):
+        state["generator"]["class"] = hostile
+        with pytest.raises(ValueError, match="unknown generator class"):
+            build_generator(state)
+    state["generator"]["class"] = "t2f.nets.dcgan.DCGANGenerator"
+    state["generator"]["kwargs"] = {**state["generator"]["kwargs"], "payload": 1}
+    with pytest.raises(ValueError, match="arguments do not fit"):
+        build_generator(state)
+
+
+def test_every_generator_rebuilds_from_its_recorded_arguments() -> None:
+    from t2f.nets.recorded import generator_classes
+
+    built = {
+        "t2f.nets.dcgan.DCGANGenerator": dict(latent_dim=8, resolution=16, width=4),
+        "t2f.nets.stylegan.StyleGANGenerator": dict(z_dim=8, w_dim=8, max_resolution=16, mapping_layers=2,
+                                                    fmap_base=32, fmap_max=8, noise_lr_multiplier=0.5),
+        "t2f.nets.text_encoder.T2FGenerator": dict(text_dim=6, condition_dim=4, noise_dim=5, max_resolution=16,
+                                                   channels=(8, 8, 4)),
+    }
+    assert set(generator_classes()) == set(built)
+    for path, kwargs in built.items():
+        net = generator_classes()[path](**kwargs)
+        again = type(net)(**net.init_kwargs)
+        assert again.init_kwargs == net.init_kwargs
+        assert all(net.init_kwargs[k] == (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items())
+        assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in net.state_dict().items()}
+        assert net.latent_dim == kwargs.get("latent_dim", kwargs.get("z_dim", kwargs.get("noise_dim")))

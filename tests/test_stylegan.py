@@ -131,10 +131,8 @@ def test_noise_strength_moves_at_its_learning_rate_multiplier():
 
 
 def test_exported_stylegan_keeps_its_noise_multiplier_and_old_files_load_with_one():
-    from t2f.export import generator_kwargs
-
     g = StyleGANGenerator(8, 8, 16, mapping_layers=2, fmap_base=32, fmap_max=8, noise_lr_multiplier=0.2)
-    kwargs = generator_kwargs(g)
+    kwargs = dict(g.init_kwargs)
     assert kwargs["noise_lr_multiplier"] == 0.2
     assert StyleGANGenerator(**kwargs).synthesis.layers[0].noise.lr_multiplier == 0.2
     del kwargs["noise_lr_multiplier"]  # a file written before the option: the strength was stored as is

@@ -10,6 +10,8 @@ import math
 
 from torch import Tensor, nn
 
+from t2f.nets.recorded import GeneratorNet
+
 DCGAN_RESOLUTIONS = (8, 16, 32, 64, 128)
 NORMS = ("batch", "layer", "none")
 
@@ -44,7 +46,9 @@ def _norm(kind: str, channels: int) -> nn.Module:
     raise ValueError(f"unknown norm {kind!r}: choose one of {', '.join(NORMS)}")
 
 
-class DCGANGenerator(nn.Module):
+class DCGANGenerator(GeneratorNet):
+    family = "dcgan"
+
     def __init__(
         self, latent_dim: int = 100, resolution: int = 64, width: int = 64, image_channels: int = 3
     ) -> None:

@@ -38,6 +38,7 @@ from t2f.nets.progan import (
     stage_resolutions,
     validate_resolution,
 )
+from t2f.nets.recorded import GeneratorNet
 
 __all__ = [
     "AdaIN",
@@ -265,13 +266,19 @@ class SynthesisNetwork(nn.Module):
         return out
 
 
-class StyleGANGenerator(nn.Module):
+class StyleGANGenerator(GeneratorNet):
     """Mapping + synthesis, with style mixing, the tracked average ``w`` and truncation.
 
     ``forward(z, stage, alpha, ...)`` returns images; see :meth:`styles` for how the per-layer
     styles are made. In training mode each forward moves ``w_avg`` towards the batch mean of
     ``w``: ``w_avg <- lerp(mean(w), w_avg, w_avg_beta)``.
     """
+
+    family = "stylegan"
+
+    @property
+    def latent_dim(self) -> int:
+        return self.z_dim
 
     def __init__(
         self,

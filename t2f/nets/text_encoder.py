@@ -20,11 +20,12 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from t2f.nets.progan import ProGANGenerator
+from t2f.nets.recorded import GeneratorNet, RecordedNet
 
 __all__ = ["ConditioningAugmentation", "T2FGenerator", "TextEncoder"]
 
 
-class TextEncoder(nn.Module):
+class TextEncoder(RecordedNet):
     """Caption encoder: embedding + LSTM (batch_first) over packed padded sequences.
 
     Args:
@@ -117,7 +118,7 @@ class ConditioningAugmentation(nn.Module):
         return c, mu, logvar
 
 
-class T2FGenerator(nn.Module):
+class T2FGenerator(GeneratorNet):
     """T2F generator: conditioning augmentation + ProGAN generator on ``cat(c, z)``.
 
     Args:
@@ -131,6 +132,12 @@ class T2FGenerator(nn.Module):
     (``sample``/``eps``: see :class:`ConditioningAugmentation`);
     images are unbounded like ProGAN's.
     """
+
+    family = "t2f"
+
+    @property
+    def latent_dim(self) -> int:
+        return self.noise_dim
 
     def __init__(
         self,
