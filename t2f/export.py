@@ -78,8 +78,8 @@ class StandaloneGenerator(nn.Module):
         self.model = generator.family
         self.generator = generator.eval().requires_grad_(False)  # it owns its nets: sampling only
         self.text_encoder = None if text_encoder is None else text_encoder.eval().requires_grad_(False)
-        if self.model == "t2f" and text_encoder is None:
-            raise ValueError("a T2F generator needs its text encoder")
+        if generator.text_conditional and text_encoder is None:
+            raise ValueError(f"a text-conditional {self.model} generator needs its text encoder")
         if self.text_encoder is not None and vocab is None:
             raise ValueError("a text-conditional generator needs the caption vocabulary it was trained with")
         self.vocab = vocab
@@ -119,11 +119,7 @@ class StandaloneGenerator(nn.Module):
         conditioning-augmentation draws (a one-item list), all drawn from ``seed``."""
         gen = torch.Generator().manual_seed(int(seed))
         z = torch.randn(keyframes * check_count(n), self.latent_dim, generator=gen).to(self.device)
-        if self.model == "stylegan":
-            return z, self.generator.synthesis.make_noise(n, generator=gen, device=self.device)
-        if self.model == "t2f":
-            return z, [torch.randn(n, self.generator.condition_dim, generator=gen).to(self.device)]
-        return z, None
+        return z, self.generator.sampling_noise(n, gen, self.device)
 
     def embed(self, captions: Sequence[str]) -> Tensor:
         """Caption embeddings, one per caption; unknown words map to <unk> with one warning per caption."""
@@ -153,15 +149,8 @@ class StandaloneGenerator(nn.Module):
         psi = check_psi(psi)
         if self.conditional and embedding is None:
             raise ValueError(f"this {self.model} generator is text-conditional: give captions")
-        if self.model == "stylegan":
-            images = self.generator(z, self.stage, self.alpha, condition=embedding, noise=noise, psi=psi,
-                                    truncation_cutoff=self.truncation_cutoff, mix_layer=None, z2=None)
-        elif self.model == "t2f":
-            eps = None if noise is None else noise[0] * psi  # psi pulls both towards the mean
-            images = self.generator(embedding, z * psi, self.stage, self.alpha,
-                                    sample=eps is not None, eps=eps)[0]
-        else:
-            images = self.generator(z * psi)
+        images = self.generator.sample(z, embedding, stage=self.stage, alpha=self.alpha, psi=psi, noise=noise,
+                                       truncation_cutoff=self.truncation_cutoff)
         return images.clamp(-1, 1)
 
     def generate(self, texts: str | Sequence[str] | None = None, n: int = 1, seed: int = 0,

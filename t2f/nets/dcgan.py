@@ -7,6 +7,7 @@ transposed convolutions that halve the channels while doubling the resolution.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
@@ -73,6 +74,11 @@ class DCGANGenerator(GeneratorNet):
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z.view(z.shape[0], self.latent_dim, 1, 1))
+
+    def sample(self, z: Tensor, condition: Tensor | None = None, *, stage: int | None = None, alpha: float = 1.0,
+               psi: float = 1.0, noise: Sequence[Tensor] | None = None, truncation_cutoff: int | None = None
+               ) -> Tensor:
+        return self(z * psi)  # the mean of z is 0: psi pulls towards the mean latent
 
 
 class DCGANDiscriminator(nn.Module):

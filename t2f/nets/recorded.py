@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 __all__ = ["GeneratorNet", "RecordedNet", "generator_class", "generator_classes"]
 
@@ -65,6 +67,19 @@ class GeneratorNet(RecordedNet):
 
     family: ClassVar[str] = ""
     latent_dim: int  # an attribute or property of every generator
+    text_conditional: bool = False  # whether sampling needs a caption embedding
+
+    def sampling_noise(self, n: int, generator: torch.Generator, device: torch.device | str
+                       ) -> list[Tensor] | None:
+        """The per-image randomness besides ``z`` that a fixed seed must fix (None: there is none)."""
+        return None
+
+    def sample(self, z: Tensor, condition: Tensor | None = None, *, stage: int | None = None, alpha: float = 1.0,
+               psi: float = 1.0, noise: Sequence[Tensor] | None = None, truncation_cutoff: int | None = None
+               ) -> Tensor:
+        """Images (unclamped) for inference: no training-time randomness beyond ``noise``,
+        latents truncated towards their mean by ``psi``."""
+        raise NotImplementedError
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

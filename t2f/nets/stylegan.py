@@ -277,6 +277,20 @@ class StyleGANGenerator(GeneratorNet):
     family = "stylegan"
 
     @property
+    def text_conditional(self) -> bool:
+        return self.mapping.condition_dim > 0
+
+    def sampling_noise(self, n: int, generator: torch.Generator, device: torch.device | str) -> list[Tensor]:
+        """One noise map per layer and image."""
+        return self.synthesis.make_noise(n, generator=generator, device=device)
+
+    def sample(self, z: Tensor, condition: Tensor | None = None, *, stage: int | None = None, alpha: float = 1.0,
+               psi: float = 1.0, noise: Sequence[Tensor] | None = None, truncation_cutoff: int | None = None
+               ) -> Tensor:
+        return self(z, stage, alpha, condition=condition, noise=noise, psi=psi, truncation_cutoff=truncation_cutoff,
+                    mix_layer=None, z2=None)
+
+    @property
     def latent_dim(self) -> int:
         return self.z_dim
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from t2f.nets.progan import ProGANGenerator
@@ -134,6 +134,17 @@ class T2FGenerator(GeneratorNet):
     """
 
     family = "t2f"
+    text_conditional = True
+
+    def sampling_noise(self, n: int, generator: torch.Generator, device: torch.device | str) -> list[Tensor]:
+        """One conditioning-augmentation draw per image (part of a face's variety, as in training)."""
+        return [torch.randn(n, self.condition_dim, generator=generator).to(device)]
+
+    def sample(self, z: Tensor, condition: Tensor | None = None, *, stage: int | None = None, alpha: float = 1.0,
+               psi: float = 1.0, noise: Sequence[Tensor] | None = None, truncation_cutoff: int | None = None
+               ) -> Tensor:
+        eps = None if noise is None else noise[0] * psi  # psi pulls both z and the CA draw towards the mean
+        return self(condition, z * psi, stage, alpha, sample=eps is not None, eps=eps)[0]
 
     @property
     def latent_dim(self) -> int:
