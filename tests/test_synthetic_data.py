@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 import torch
 
-from t2f.data import synthetic
 from t2f.data.synthetic import (
     ATTRIBUTE_NAMES,
     ATTRIBUTES,
@@ -16,6 +15,7 @@ from t2f.data.synthetic import (
     sample_attributes,
     vector_to_attributes,
 )
+from t2f.data.synthetic import dataset as synthetic
 from t2f.data.vocab import BOS, EOS, UNK, Vocabulary, tokenize
 
 IDX = {name: {v: i for i, v in enumerate(values)} for name, values in ATTRIBUTES.items()}
