@@ -23,7 +23,7 @@ from t2f.data.synthetic.attributes import (
     sample_attributes,
 )
 from t2f.data.synthetic.captions import make_captions, parse_caption
-from t2f.data.synthetic.renderer import _check_resolution, render_face
+from t2f.data.synthetic.renderer import check_render_resolution, render_face
 from t2f.data.vocab import Vocabulary
 from t2f.utils import check_writable_dir
 
@@ -71,7 +71,7 @@ def render_dataset(
     size: int, resolution: int, seed: int, captions_per_image: int, processes: int | None = None, verbose: bool = True
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Render a whole set: uint8 images (N, H, W, 3), int64 attributes (N, A), captions (N, K) str array."""
-    _check_resolution(resolution)
+    check_render_resolution(resolution)
     if processes is None:
         processes = os.cpu_count() or 1
     processes = max(1, min(processes, os.cpu_count() or 1))
@@ -140,7 +140,7 @@ class SyntheticFaces(Dataset):
         vocab: Vocabulary | None = None,
     ):
         super().__init__()
-        _check_resolution(resolution)
+        check_render_resolution(resolution)
         if size < 1:
             raise ValueError(f"size must be positive, got {size}")
         if captions_per_image < 1:

@@ -27,7 +27,8 @@ _SHIRTS = np.array(
 _FRAMES = np.array([(12, 12, 12), (70, 30, 20), (120, 10, 20), (20, 30, 90)], np.float32)
 
 
-def _check_resolution(resolution: int) -> None:
+def check_render_resolution(resolution: int) -> None:
+    """The drawable sizes: a power of two the supersampled canvas reduces to exactly."""
     r = int(resolution)
     if r != resolution or r < MIN_RESOLUTION or r > MAX_RESOLUTION or r & (r - 1):
         raise ValueError(
@@ -57,7 +58,7 @@ def render_face(attrs: dict[str, int], rng: np.random.Generator, resolution: int
 
     All randomness (jitter of pose, shape, colours and lighting) comes from ``rng``.
     """
-    _check_resolution(resolution)
+    check_render_resolution(resolution)
     u = rng.random(40)  # a fixed budget of uniforms keeps the stream layout stable
     n = rng.normal(0.0, 1.0, 12)
 
