@@ -28,7 +28,7 @@ _FRAMES = np.array([(12, 12, 12), (70, 30, 20), (120, 10, 20), (20, 30, 90)], np
 
 
 def check_render_resolution(resolution: int) -> None:
-    """The drawable sizes: a power of two the supersampled canvas reduces to exactly."""
+    """Refuses sizes the renderer does not draw: powers of two from MIN_RESOLUTION to MAX_RESOLUTION."""
     r = int(resolution)
     if r != resolution or r < MIN_RESOLUTION or r > MAX_RESOLUTION or r & (r - 1):
         raise ValueError(
