@@ -120,9 +120,9 @@ class NoiseInjection(nn.Module):
     """Adds a single-channel noise map scaled by a learned per-channel strength (initialised to 0).
 
     The strength is stored divided by ``lr_multiplier`` (as the equalized layers store their
-    weights), so Adam moves it ``lr_multiplier`` times as fast as the other parameters. Above the
-    paper's learning rate the noise strengths otherwise grow until per-pixel noise, upsampled by
-    the next layer, draws blocks over the faces (experiments/results/real_faces.md).
+    weights), so Adam moves it ``lr_multiplier`` times as fast as the other parameters: at five
+    times the paper's learning rate the strengths otherwise grow about five times as fast
+    (experiments/results/real_faces.md).
     """
 
     def __init__(self, channels: int, lr_multiplier: float = 1.0) -> None:
@@ -214,7 +214,6 @@ class SynthesisNetwork(nn.Module):
     ) -> None:
         super().__init__()
         self.w_dim = int(w_dim)
-        self.noise_lr_multiplier = float(noise_lr_multiplier)
         self.max_resolution = validate_resolution(max_resolution)
         self.resolutions = stage_resolutions(self.max_resolution)
         self.num_stages = len(self.resolutions)
@@ -224,12 +223,9 @@ class SynthesisNetwork(nn.Module):
         self.const = nn.Parameter(torch.ones(1, self.channels[0], 4, 4))
         layers: list[StyleLayer] = []
         for k, c in enumerate(self.channels):
-            noise_lr = self.noise_lr_multiplier
-            if k == 0:
-                layers.append(StyleLayer(None, c, self.w_dim, noise_lr_multiplier=noise_lr))
-            else:
-                layers.append(StyleLayer(self.channels[k - 1], c, self.w_dim, upsample=True, noise_lr_multiplier=noise_lr))
-            layers.append(StyleLayer(c, c, self.w_dim, noise_lr_multiplier=noise_lr))
+            in_channels = None if k == 0 else self.channels[k - 1]  # the first layer styles the constant
+            layers.append(StyleLayer(in_channels, c, self.w_dim, upsample=k > 0, noise_lr_multiplier=noise_lr_multiplier))
+            layers.append(StyleLayer(c, c, self.w_dim, noise_lr_multiplier=noise_lr_multiplier))
         self.layers = nn.ModuleList(layers)
         self.to_rgb = nn.ModuleList(EqualizedConv2d(c, self.out_channels, 1, gain=1.0) for c in self.channels)
 
