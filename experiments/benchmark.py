@@ -32,21 +32,20 @@ from hydra.utils import instantiate
 from omegaconf import open_dict
 
 from t2f.conf import CONFIG_DIR
+from t2f.growth import ProgressiveSchedule
 from t2f.precision import resolve_precision
 from t2f.train import compose_run_config, fill_from_data
 
 
 class Timer(pl.Callback):
-    def __init__(self, warmup: int, steps: int, stage: int | None) -> None:
-        self.warmup, self.steps, self.stage = warmup, steps, stage
+    def __init__(self, warmup: int, steps: int) -> None:
+        self.warmup, self.steps = warmup, steps
         self.images = 0
         self.start = 0.0
         self.elapsed = 0.0
         self.first = 0.0  # the first batch's seconds: with model.compile=true, mostly compilation
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
-        if self.stage is not None and hasattr(module, "schedule"):
-            module.stage, module.alpha = self.stage, 1.0
         if batch_idx == 0:
             self.first = time.perf_counter()
         if batch_idx == self.warmup:
@@ -68,7 +67,9 @@ def bare_step(module, batch: dict, opt_g: torch.optim.Optimizer, opt_d: torch.op
     ``toggled_optimizer`` does), then the EMA update. No logging, no ADA signal."""
     d_params = [p for g in opt_d.param_groups for p in g["params"]]
     g_params = [p for g in opt_g.param_groups for p in g["params"]]
-    real = module.prepare_real(batch["image"])
+    state = module.growth
+    players = module.players(state)
+    real = module.prepare_real(batch["image"], state)
     if module.channels_last:
         real = real.contiguous(memory_format=torch.channels_last)
     n = real.shape[0]
@@ -76,14 +77,7 @@ def bare_step(module, batch: dict, opt_g: torch.optim.Optimizer, opt_d: torch.op
         p.requires_grad_(False)
     for p in d_params:
         p.requires_grad_(True)
-    conditions = module.conditions(batch)
-    with torch.no_grad():
-        fake = module.synthesize(module.generator, module.sample_inputs(n, conditions))
-    d_loss, _ = module.adversarial.d_loss(
-        module.critic_head, module.augment_images(real), module.augment_images(fake),
-        condition=module.critic_condition(conditions), mismatched=module.mismatched_condition(conditions),
-        step=module.batches_seen, trunk=module.critic_trunk,
-        real_terms=lambda features: module.extra_d_terms(features, conditions))
+    d_loss, _ = module.loss.critic_loss(players, real, module.conditions(batch), step=module.batches_seen)
     opt_d.zero_grad(set_to_none=True)
     d_loss.backward()
     opt_d.step()
@@ -94,16 +88,25 @@ def bare_step(module, batch: dict, opt_g: torch.optim.Optimizer, opt_d: torch.op
         for p in g_params:
             p.requires_grad_(True)
         with torch.no_grad():
-            conditions = module.generator_step_conditions(module.conditions(batch))
-        inputs = module.sample_inputs(n, conditions)
-        fake = module.synthesize(module.generator, inputs)
-        parts = module.generator_terms(module.augment_images(fake), conditions)
-        parts.update(module.extra_g_terms(inputs))
+            conditions = module.conditions(batch)
+        g_loss, _ = module.loss.generator_loss(players, n, conditions, real.device)
         opt_g.zero_grad(set_to_none=True)
-        sum(parts.values()).backward()
+        g_loss.backward()
         opt_g.step()
     module.images_seen += n
     module.update_ema(n)
+
+
+def pin_stage(module, stage: int | None) -> int | None:
+    """Hold a progressive module at ``stage`` (default: its last), without fade-in, however many
+    images the timing shows it: a one-stage schedule at that resolution. Returns the stage."""
+    if module.schedule is None:
+        return None
+    if stage is None:
+        stage = module.schedule.start_stage + len(module.schedule.resolutions) - 1
+    resolution = 4 * 2 ** stage
+    module.schedule = ProgressiveSchedule(resolution, kimg=1e9, start_resolution=resolution)
+    return stage
 
 
 def bare_throughput(module, datamodule, warmup: int, steps: int, stage: int | None, device: torch.device,
@@ -115,8 +118,7 @@ def bare_throughput(module, datamodule, warmup: int, steps: int, stage: int | No
                 else contextlib.nullcontext())
     module.to(device)
     module.setup("fit")
-    if stage is not None and hasattr(module, "schedule"):
-        module.stage, module.alpha = stage, 1.0
+    pin_stage(module, stage)
     opt_g, opt_d = module.configure_optimizers()
     loader = iter(datamodule.train_dataloader())
     images, start = 0, 0.0
@@ -164,19 +166,16 @@ def main() -> None:
             cfg.trainer.precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
         module = instantiate(cfg.model)
         fresh = copy.deepcopy(module) if args.bare else None
+        stage = pin_stage(module, args.stage)
         module.total_kimg = float("inf")
-        stage = args.stage
-        if stage is None and hasattr(module, "schedule"):
-            stage = module.stage
-        timer = Timer(args.warmup, args.steps, stage)
+        timer = Timer(args.warmup, args.steps)
         trainer = instantiate(cfg.trainer, callbacks=[timer], logger=False, enable_checkpointing=False,
                               enable_progress_bar=False, enable_model_summary=False)
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         trainer.fit(module, datamodule=datamodule)
 
-    resolution = getattr(module, "resolution", cfg.dataset.resolution)
-    print(f"model={cfg.model._target_.rsplit('.', 1)[-1]} resolution={resolution} "
+    print(f"model={module.generator.family} resolution={module.resolution} "
           f"batch={cfg.dataset.batch_size} device={trainer.strategy.root_device} precision={trainer.precision} "
           f"torch={torch.__version__} threads={torch.get_num_threads()} cpus={os.cpu_count()}")
     print(f"throughput: {timer.images / timer.elapsed:.1f} images/s "
@@ -198,7 +197,8 @@ def stage_table(args: argparse.Namespace) -> None:
         cfg = compose("config", overrides=args.overrides)
     schedule = cfg.model.get("schedule")
     if schedule is None:
-        raise SystemExit(f"--stage all needs a progressive model (model=t2f or model=stylegan), got {cfg.model._target_}")
+        raise SystemExit("--stage all needs a progressive model (model=t2f or model=stylegan): "
+                         f"{cfg.model.generator._target_} does not grow")
     first, last = int(math.log2(int(schedule.start_resolution) // 4)), int(math.log2(int(cfg.dataset.resolution) // 4))
     rows = ["| stage | px | images/s | s/kimg | peak memory |", "|---:|---:|---:|---:|---|"]
     for stage in range(first, last + 1):

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark import bare_step  # noqa: E402
+from benchmark import bare_step, pin_stage  # noqa: E402
 
 from t2f.train import compose_run_config, fill_from_data  # noqa: E402
 
@@ -83,14 +83,15 @@ def build_reference(checkout: Path, lr: float = 0.001):
 def build_t2f(resolution: int, batch: int, out: str, overrides: list[str]):
     cfg = compose_run_config([
         "model=stylegan", f"dataset.resolution={resolution}", f"dataset.batch_size={batch}",
-        "dataset.num_workers=0", "model.fmap_base=8192", "model.fmap_max=512", "model.z_dim=512",
-        "model.w_dim=512", "trainer.precision=32-true", "logger=none", *overrides], out)
+        "dataset.num_workers=0", "model.generator.fmap_base=8192", "model.discriminator.fmap_base=8192",
+        "model.generator.fmap_max=512", "model.discriminator.fmap_max=512", "model.generator.z_dim=512",
+        "model.generator.w_dim=512", "trainer.precision=32-true", "logger=none", *overrides], out)
     datamodule = instantiate(cfg.dataset)
     datamodule.setup("fit")
     fill_from_data(cfg, datamodule)
     module = instantiate(cfg.model)
     module.setup("fit")
-    module.alpha = 1.0  # the final stage (module.stage starts there), no fade-in
+    pin_stage(module, None)  # the final stage, no fade-in
     opt_g, opt_d = module.configure_optimizers()
     batch_dict = next(iter(datamodule.train_dataloader()))
     return module, opt_g, opt_d, batch_dict

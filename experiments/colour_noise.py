@@ -43,12 +43,12 @@ def measure(ckpt: str, n: int, ema: bool) -> dict[str, float]:
     module, datamodule, _ = load_checkpoint(ckpt)
     gen = torch.Generator().manual_seed(0)
     inputs = module.sample_inputs(n, {}, generator=gen)
-    if hasattr(module, "encode_captions") and getattr(datamodule, "vocab", None) is not None:
+    if module.text is not None and getattr(datamodule, "vocab", None) is not None:
         inputs.update(module.encode_captions(datamodule.sample_captions(n, seed=0), datamodule.vocab))
     net = module.generator_ema if ema else module.generator
     net.eval()
     torch.manual_seed(0)
-    raw = module.synthesize(net, inputs).float()
+    raw = module.draw(net, inputs).float()
     real_set = datamodule.train_set
     real = torch.stack([real_set[i]["image"] for i in range(min(n, len(real_set)))]).float()
     if real.shape[-1] != raw.shape[-1]:

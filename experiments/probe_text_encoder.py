@@ -78,14 +78,14 @@ def main() -> None:
     args = parser.parse_args()
     ckpt = read_checkpoint(args.ckpt)  # the module and vocabulary only: no dataset to build
     module, vocab = build_module(ckpt, args.ckpt), checkpoint_vocab(ckpt)
-    if getattr(module, "text_encoder", None) is None:
+    if module.text is None:
         raise SystemExit(f"{args.ckpt} is not a text-conditional model")
     if args.critic:
         probe_critic(module, faces=3000)
         return
     if args.random:
         torch.manual_seed(0)
-        for layer in module.text_encoder.modules():
+        for layer in module.text.encoder.modules():
             if hasattr(layer, "reset_parameters"):
                 layer.reset_parameters()
     rng = np.random.default_rng(0)
@@ -94,7 +94,7 @@ def main() -> None:
         warnings.simplefilter("ignore")
         inputs = module.encode_captions(captions, vocab)
     with torch.no_grad():
-        embedding = module.text_embedding(inputs)
+        embedding = module.text.embed(inputs)
         features = {"embedding": embedding}
         if hasattr(module.generator_ema, "ca"):
             features["ca_mean"] = module.generator_ema.ca(embedding, sample=False)[1]

@@ -250,7 +250,8 @@ def scale_schedule(cfg: DictConfig, kimg: float) -> None:
     schedule = dict(OmegaConf.to_container(cfg.model.schedule, resolve=True))
     if schedule.get("epochs") is not None:
         raise SystemExit("--kimg cannot scale a schedule given in epochs: give model.schedule.kimg instead")
-    growth = ProgressiveSchedule(int(cfg.dataset.resolution), **schedule)
+    schedule.pop("_target_", None)
+    growth = ProgressiveSchedule(**schedule)
     factor = kimg / growth.total_kimg
     with open_dict(cfg):
         cfg.model.schedule.kimg = {str(r): k * factor for r, k in zip(growth.resolutions, growth.kimg_per_stage)}
@@ -396,10 +397,11 @@ def main() -> None:
 
         # 4. the plain PyTorch reference, same images, loader and batch size
         reference: dict[str, Any] | None = None
-        resolution = int(getattr(module, "resolution", cfg.dataset.resolution))
+        resolution = int(module.resolution)
         if not args.no_reference:
             dcgan = cfg.model if choices.model == "dcgan" else OmegaConf.load(CONFIG_DIR / "model" / "dcgan.yaml")
-            latent_dim, g_width, d_width = int(dcgan.latent_dim), int(dcgan.g_width), int(dcgan.d_width)
+            latent_dim, g_width = int(dcgan.generator.latent_dim), int(dcgan.generator.width)
+            d_width = int(dcgan.discriminator.width)
             datamodule.set_batch_size(int(cfg.dataset.batch_size))  # a progressive schedule may have changed it
             loader = datamodule.train_dataloader()
             channels_last = bool(cfg.model.get("channels_last", False))

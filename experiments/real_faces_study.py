@@ -36,8 +36,8 @@ FAST = ["model.schedule.kimg.4=4", "model.schedule.kimg.8=8", "model.schedule.ki
 # the StyleGAN runs recorded in experiments/results/real_faces.md before its default became 0.005
 PAPER_LR = ["model.optimizer_g.lr=0.001", "model.optimizer_d.lr=0.001"]
 NS_R1 = ["model.loss.name=nonsaturating", "model.loss.r1_gamma=1"]
-WIDE = ["model.fmap_base=2048", "model.fmap_max=128"]  # 128 channels at every resolution up to 32 px
-T2F_REAL = ["model=t2f", "model.mode_seeking=1", "model.word_prediction.image=0"]
+WIDE = ["model.generator.fmap_base=2048", "model.discriminator.fmap_base=2048", "model.generator.fmap_max=128", "model.discriminator.fmap_max=128"]  # 128 channels at every resolution up to 32 px
+T2F_REAL = ["model=t2f", "model.loss.mode_seeking=1", "model.text.word_prediction.image=0"]
 SUBSET = ["+dataset.max_images=1000", "model.total_kimg=200"]
 AUGMENT = "model.augment.policy=[color,translation,cutout]"
 
@@ -58,7 +58,7 @@ JOBS: dict[str, tuple[list[str], str, str]] = {
     "sg_fast_ns_r1_01": (["model=stylegan", *PAPER_LR, *FAST, "model.loss.name=nonsaturating", "model.loss.r1_gamma=0.1"],
                          "[swd]", "train"),
     "sg_fast_ns_r1_1_lr2": (["model=stylegan", *FAST, *NS_R1, "model.schedule.lr=0.002"], "[swd]", "train"),
-    "sg_fast_ns_r1_1_w128": (["model=stylegan", *PAPER_LR, *FAST, *NS_R1, "model.fmap_max=128"], "[swd]", "train"),
+    "sg_fast_ns_r1_1_w128": (["model=stylegan", *PAPER_LR, *FAST, *NS_R1, "model.generator.fmap_max=128", "model.discriminator.fmap_max=128"], "[swd]", "train"),
     # next: the default lr 0.005 at 32 px (16 px, 24 kimg on CPU: SWD 64.6 -> 36.8; DCGAN 30.5)
     "sg_lr005": (["model=stylegan", STYLEGAN_300], "[swd]", "train"),
     "sg_fast_lr005": (["model=stylegan", *FAST], "[swd]", "train"),
@@ -67,20 +67,20 @@ JOBS: dict[str, tuple[list[str], str, str]] = {
     "sg_fast_w128": (["model=stylegan", *PAPER_LR, *FAST, *WIDE], "[swd]", "train"),
     "sg_fast_w128_ns_r1_10": (["model=stylegan", *PAPER_LR, *FAST, *WIDE, "model.loss.name=nonsaturating",
                                "model.loss.r1_gamma=10"], "[swd]", "train"),
-    "sg_fast_w256_ns_r1_10": (["model=stylegan", *PAPER_LR, *FAST, "model.fmap_base=4096", "model.fmap_max=256",
+    "sg_fast_w256_ns_r1_10": (["model=stylegan", *PAPER_LR, *FAST, "model.generator.fmap_base=4096", "model.discriminator.fmap_base=4096", "model.generator.fmap_max=256", "model.discriminator.fmap_max=256",
                                "model.loss.name=nonsaturating", "model.loss.r1_gamma=10"], "[swd]", "train"),
     "t2f_real_w128": ([*T2F_REAL, *WIDE], "[swd,alignment,diversity]", "train"),
     "t2f_real": (T2F_REAL, "[swd,alignment,diversity]", "train"),
     "t2f_real_ns_r1": ([*T2F_REAL, *NS_R1], "[swd,alignment,diversity]", "train"),
     "t2f_real_lr001": ([*T2F_REAL, "model.schedule.lr=0.001"], "[swd,alignment,diversity]", "train"),
     "t2f": (["model=t2f"], "[swd,alignment,diversity]", "train"),
-    "t2f_ms1": (["model=t2f", "model.mode_seeking=1"], "[swd,alignment,diversity]", "train"),
-    "t2f_ms2": (["model=t2f", "model.mode_seeking=2"], "[swd,alignment,diversity]", "train"),
-    "t2f_ms1_noimgwords": (["model=t2f", "model.mode_seeking=1", "model.word_prediction.image=0"],
+    "t2f_ms1": (["model=t2f", "model.loss.mode_seeking=1"], "[swd,alignment,diversity]", "train"),
+    "t2f_ms2": (["model=t2f", "model.loss.mode_seeking=2"], "[swd,alignment,diversity]", "train"),
+    "t2f_ms1_noimgwords": (["model=t2f", "model.loss.mode_seeking=1", "model.text.word_prediction.image=0"],
                            "[swd,alignment,diversity]", "train"),
-    "t2f_ms1_c1": (["model=t2f", "model.mode_seeking=1", "model.contrastive.weight=1"],
+    "t2f_ms1_c1": (["model=t2f", "model.loss.mode_seeking=1", "model.text.contrastive.weight=1"],
                    "[swd,alignment,diversity]", "train"),
-    "t2f_ms1_lr": (["model=t2f", "model.mode_seeking=1", "model.schedule.lr.4=0.005", "model.schedule.lr.32=0.002"],
+    "t2f_ms1_lr": (["model=t2f", "model.loss.mode_seeking=1", "model.schedule.lr.4=0.005", "model.schedule.lr.32=0.002"],
                    "[swd,alignment,diversity]", "train"),
     "dcgan_1k": (["model=dcgan", *SUBSET], "[swd]", "val"),
     "dcgan_1k_diffaug": (["model=dcgan", *SUBSET, AUGMENT], "[swd]", "val"),

@@ -18,7 +18,6 @@ from typing import Any
 import torch
 
 from t2f.data.vocab import Vocabulary
-from t2f.growth import upgrade_schedule
 from t2f.trusted import check_trusted, instantiate_trusted
 from t2f.utils import unwrap_instantiation
 
@@ -58,11 +57,22 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return ckpt
 
 
+# The per-model modules that GANModule replaced: their checkpoints' configs describe other parts.
+_RETIRED_MODULES = ("t2f.modules.t2f.T2FModule", "t2f.modules.stylegan.StyleGANModule",
+                    "t2f.modules.dcgan.DCGANModule")
+
+
 def checkpoint_config(ckpt: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
     """The resolved run config stored by training."""
     config = (ckpt.get("t2f") or {}).get("config")
     if not isinstance(config, dict) or "model" not in config or "dataset" not in config:
         raise ValueError(f"{path} holds no run config (ckpt['t2f']['config']): was it written by t2f training?")
+    target = config["model"].get("_target_") if isinstance(config["model"], dict) else None
+    if target in _RETIRED_MODULES:
+        raise ValueError(f"{path} was written by an older t2f (model._target_={target}, before every model became "
+                         "a configuration of t2f.modules.gan.GANModule) and cannot be resumed or loaded by this "
+                         "one: export its generator with the t2f that wrote it (python -m t2f.export), which this "
+                         "t2f samples from, or train anew")
     return config
 
 
@@ -82,17 +92,14 @@ def checkpoint_vocab(ckpt: dict[str, Any]) -> Vocabulary | None:
 
 
 def build_module(ckpt: dict[str, Any], path: str | os.PathLike, device: torch.device | str = "cpu") -> Any:
-    """The LightningModule described by the checkpoint's config, with its weights, stage and alpha.
+    """The LightningModule described by the checkpoint's config, with its weights and images seen.
 
     Only allowed classes are built (:func:`t2f.trusted.check_trusted`): anything else is refused
     before any of it runs."""
     config = checkpoint_config(ckpt, path)
     if "state_dict" not in ckpt:
         raise ValueError(f"{path} holds no weights (state_dict)")
-    model = dict(config["model"])
-    if isinstance(model.get("schedule"), dict) and isinstance(model.get("resolution"), int):
-        model["schedule"] = upgrade_schedule(model["schedule"], model["resolution"])
-    module = instantiate_trusted(model, "model", str(path))
+    module = instantiate_trusted(dict(config["model"]), "model", str(path))
     try:
         module.load_state_dict(ckpt["state_dict"])
     except RuntimeError as error:

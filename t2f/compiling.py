@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from torch import nn
 
-from t2f.losses import AdversarialLoss
+from t2f.gan_loss import GANLoss
 
 #: Methods by which the modules call a critic besides ``forward`` (ProGAN's trunk, head, embedding).
 CRITIC_ENTRY_POINTS = ("features", "head", "embed")
 
 
-def compile_for_training(generator: nn.Module, critic: nn.Module, loss: AdversarialLoss) -> str:
+def compile_for_training(generator: nn.Module, critic: nn.Module, loss: GANLoss) -> str:
     """Compile ``generator`` (and ``critic`` unless ``loss`` penalises its input gradient) in
     place; returns what was compiled, and why not the critic, for the run's log."""
     import torch._dynamo

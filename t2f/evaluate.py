@@ -72,7 +72,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         }
     report = {
         "checkpoint": str(Path(cfg.ckpt).expanduser().resolve()),
-        "model": type(module).__name__,
+        "model": module.generator.family,
         "kimg": module.kimg,
         "resolution": runs[0].resolution,
         "alpha": getattr(module, "alpha", None),

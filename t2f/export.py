@@ -109,7 +109,7 @@ class StandaloneGenerator(nn.Module):
     def resolution(self) -> int:
         """Side of the images it makes (a progressive model's current stage)."""
         if self.stage is None:
-            return int(self.generator.init_kwargs["resolution"])
+            return int(getattr(self.generator, "max_resolution", None) or self.generator.resolution)
         return 4 * 2 ** int(self.stage)
 
     # --- inputs -----------------------------------------------------------------------------
@@ -207,10 +207,10 @@ def export_state(module: nn.Module, vocab: Vocabulary | None, source: dict[str, 
     left as it was, but for the EMA's batch-norm statistics, computed from its own samples if the
     checkpoint predates them."""
     module.refresh_ema_norms()
-    text_encoder = getattr(module, "text_encoder", None)
+    text_encoder = None if module.text is None else module.text.encoder
     return generator_state(module.generator_ema, text_encoder, vocab if text_encoder is not None else None,
-                           getattr(module, "stage", None), getattr(module, "alpha", None),
-                           getattr(module, "truncation_cutoff", None), source)
+                           module.stage, module.alpha, getattr(module.generator_ema, "truncation_cutoff", None),
+                           source)
 
 
 def is_exported(state: dict[str, Any]) -> bool:

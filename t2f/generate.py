@@ -197,7 +197,7 @@ def interpolation_frames(gen: StandaloneGenerator, n: int, frames: int, seed: in
     if caption_to is not None:
         if not gen.conditional:
             raise ValueError(f"text_to needs a text-conditional model (T2F, or StyleGAN with "
-                             f"model.conditional=true); this {gen.model} model is unconditional")
+                             f"model=stylegan_text); this {gen.model} model is unconditional")
         if caption is None:
             raise ValueError('text_to needs text: interpolate from text="..." to text_to="..."')
         z, noise = gen.latents(n, seed)

@@ -191,26 +191,6 @@ class ProgressiveSchedule:
         ]
 
 
-# Schedules saved before per-resolution schedules: lists with one entry per stage.
-_LIST_KEYS = {"kimg_per_stage": "kimg", "epochs_per_stage": "epochs", "batch_sizes": "batch_size",
-              "learning_rates": "lr"}
-
-
-def upgrade_schedule(schedule: Mapping[str, Any], max_resolution: int) -> dict[str, Any]:
-    """A schedule from an older checkpoint's config (per-stage lists) in per-resolution form,
-    so that checkpoints written before the change still load."""
-    out = {k: v for k, v in schedule.items() if k not in _LIST_KEYS}
-    start = int(out.get("start_resolution", 4))
-    resolutions = [start * 2**i for i in range(max(max_resolution.bit_length() - start.bit_length() + 1, 0))]
-    for old, new in _LIST_KEYS.items():
-        value = schedule.get(old)
-        if isinstance(value, (list, tuple)):
-            value = dict(zip(resolutions, value))
-        if old in schedule:
-            out.setdefault(new, value)
-    return out
-
-
 def fade_real(images: Tensor, resolution: int, alpha: float) -> Tensor:
     """Real images at ``resolution``, blended during a fade-in exactly like the generator's
     output: ``lerp(upsample(downsample(x)), x, alpha)``."""

@@ -117,16 +117,17 @@ _DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE
 
 def fill_from_data(cfg: DictConfig, datamodule: pl.LightningDataModule) -> None:
     """The model's values that only the data knows, recorded in the saved config: the vocabulary
-    size of text-conditional models (StyleGAN only with model.conditional=true) and the images
-    per epoch of a schedule written in epochs. The one place for train and the benchmarks."""
+    size of a text component (``model.text``) and the images per epoch of a schedule written in
+    epochs. The one place for train and the benchmarks."""
     with open_dict(cfg):
-        if "vocab_size" in cfg.model.keys() and cfg.model.get("conditional", True):
+        text = cfg.model.get("text")
+        if text is not None:
             if datamodule.vocab is None:
                 raise ConfigError(
                     f"model={_choice('model')} is text-conditional but dataset={_choice('dataset')} "
                     "has no captions: choose a captioned dataset (synthetic, celeba, face2text)"
                 )
-            cfg.model.vocab_size = len(datamodule.vocab)
+            text.vocab_size = len(datamodule.vocab)
         schedule = cfg.model.get("schedule")
         if schedule is not None and "images_per_epoch" in schedule.keys():
             schedule.images_per_epoch = len(datamodule.train_set)  # for schedule.epochs

@@ -8,8 +8,8 @@ ones, those inside lists) is
 
 * one the shipped configs use (every ``_target_`` under ``t2f/conf``, scanned, so the list
   follows the configs),
-* one of t2f's own LightningModules (``t2f.modules.<file>.<Class>``) or datamodules
-  (``t2f.data.<file>.<Class>``), or
+* one of t2f's own LightningModules (``t2f.modules.<file>.<Class>``), datamodules
+  (``t2f.data.<file>.<Class>``) or networks (``t2f.nets.<file>.<Class>``), or
 * a ``torch.optim`` optimizer,
 
 and no string in it is an OmegaConf interpolation: instantiate resolves them, so
@@ -32,8 +32,8 @@ from t2f.conf import CONFIG_DIR
 
 __all__ = ["UntrustedConfigError", "allowed_target", "check_trusted", "instantiate_trusted", "shipped_targets"]
 
-# one file below t2f.modules / t2f.data, then a class name: nothing else is imported to check
-_PROJECT_CLASS = re.compile(r"^t2f\.(modules|data)\.[a-z][a-z0-9_]*\.[A-Z][A-Za-z0-9_]*$")
+# one file below t2f.modules / t2f.data / t2f.nets, then a class name: nothing else is imported to check
+_PROJECT_CLASS = re.compile(r"^t2f\.(modules|data|nets)\.[a-z][a-z0-9_]*\.[A-Z][A-Za-z0-9_]*$")
 
 
 class UntrustedConfigError(ValueError):
@@ -63,7 +63,8 @@ def _optimizers() -> frozenset[str]:
 
 
 def _project_class(target: str) -> bool:
-    """A LightningModule or LightningDataModule defined in t2f.modules.* / t2f.data.*."""
+    """A LightningModule or LightningDataModule defined in t2f.modules.* / t2f.data.*, or a network
+    (``nn.Module``) defined in t2f.nets.*."""
     if not _PROJECT_CLASS.match(target):
         return False
     module_name, _, name = target.rpartition(".")
@@ -75,7 +76,10 @@ def _project_class(target: str) -> bool:
     if not isinstance(cls, type) or cls.__module__ != module_name:  # defined there, not imported
         return False
     import pytorch_lightning as pl
+    from torch import nn
 
+    if module_name.startswith("t2f.nets."):
+        return issubclass(cls, nn.Module)
     return issubclass(cls, (pl.LightningModule, pl.LightningDataModule))
 
 

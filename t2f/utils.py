@@ -12,6 +12,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+import torch
+
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
@@ -125,3 +127,16 @@ def progress(iterable: Iterable[T], desc: str, total: int | None = None) -> Iter
     if not is_rank_zero():
         return iterable
     return tqdm(iterable, desc=desc, total=total, leave=False, disable=None, dynamic_ncols=True)
+
+
+def select_inputs(inputs: dict[str, object], index: torch.Tensor | slice) -> dict[str, object]:
+    """The samples ``index`` of sampling inputs: every per-sample tensor and noise map; other
+    values (a single psi) as they are."""
+    def take(value: object) -> object:
+        if isinstance(value, list):
+            return [take(v) for v in value]
+        if torch.is_tensor(value) and value.dim() > 0:
+            return value[index.to(value.device) if torch.is_tensor(index) else index]
+        return value
+
+    return {key: take(value) for key, value in inputs.items()}

@@ -27,17 +27,23 @@ TINY = [
     "trainer.precision=32-true",  # the same numerics on every CI CPU (auto picks bf16 on AMX / AVX-512 BF16)
     "callbacks.progress_bar.refresh_rate=0",
 ]
+_TINY_PROGAN = ["model.generator.fmap_base=64", "model.generator.fmap_max=16",
+                "model.discriminator.fmap_base=64", "model.discriminator.fmap_max=16"]
+_TINY_TEXT = ["model.text.encoder.embedding_dim=8", "model.text.encoder.hidden_dim=16"]
 TINY_MODEL = {
-    "dcgan": ["model.g_width=8", "model.d_width=8", "model.latent_dim=16", "model.total_kimg=0.04"],
+    "dcgan": ["model.generator.width=8", "model.discriminator.width=8", "model.generator.latent_dim=16",
+              "model.total_kimg=0.04"],
+    "gan_int_cls": ["model.generator.width=8", "model.discriminator.width=8", "model.generator.latent_dim=16",
+                    "model.generator.embed_dim=8", "model.discriminator.embed_dim=8", *_TINY_TEXT,
+                    "model.total_kimg=0.04"],
     # 4 -> 8 -> 16 -> 32 px in 0.08 kimg: 10 batches of 8, with fade-ins at every switch
-    "t2f": ["model.fmap_base=64", "model.fmap_max=16", "model.noise_dim=8", "model.condition_dim=8",
-            "model.text_encoder.embedding_dim=8", "model.text_encoder.hidden_dim=16",
+    "t2f": [*_TINY_PROGAN, "model.generator.noise_dim=8", "model.generator.condition_dim=8", *_TINY_TEXT,
             *TINY_SCHEDULE, "model.schedule.batch_size=null", "model.ema_half_life_kimg=0.01"],
     # the same 4 -> 32 px schedule (half of each stage fading in); 16-wide codes, 8 mapping layers
-    "stylegan": ["model.fmap_base=64", "model.fmap_max=16", "model.z_dim=16", "model.w_dim=16",
-                 "model.text_encoder.embedding_dim=8", "model.text_encoder.hidden_dim=16",
+    "stylegan": [*_TINY_PROGAN, "model.generator.z_dim=16", "model.generator.w_dim=16",
                  *TINY_SCHEDULE, "model.schedule.batch_size=null", "model.ema_half_life_kimg=0.01"],
 }
+TINY_MODEL["stylegan_text"] = TINY_MODEL["stylegan"] + _TINY_TEXT
 
 
 def compose_config(tmp_path: Path, overrides: list[str] | None = None, model: str = "dcgan",
@@ -63,8 +69,8 @@ def _offline_wandb(monkeypatch: pytest.MonkeyPatch) -> None:
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory):
     """``tiny_checkpoint(name)`` -> ``last.ckpt`` of a tiny training, trained once per session.
 
-    Names: ``t2f``, ``stylegan``, ``stylegan_text`` (``model.conditional=true``, with the
-    contrastive term), ``dcgan``.
+    Names: ``t2f``, ``stylegan``, ``stylegan_text`` (with the contrastive term), ``dcgan``,
+    ``gan_int_cls``.
     Sample grids are saved every 0.02 kimg, so a run leaves grids at several resolutions.
     """
     import torch
@@ -75,11 +81,11 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory):
 
     def make(name: str) -> Path:
         if name not in made:
-            model, _, variant = name.partition("_")
             overrides = ["callbacks.samples.every_kimg=0.02"]
             # the text StyleGAN also trains with the contrastive term (on by default in T2F)
-            overrides += ["model.conditional=true", "model.contrastive.weight=1"] if variant == "text" else []
-            cfg = compose_config(tmp_path_factory.mktemp(f"ckpt_{name}"), overrides, model=model)
+            if name == "stylegan_text":
+                overrides += ["model.text.contrastive.weight=1", "model.discriminator.embed_dim=16"]
+            cfg = compose_config(tmp_path_factory.mktemp(f"ckpt_{name}"), overrides, model=name)
             threads = torch.get_num_threads()
             torch.set_num_threads(1)  # tiny nets: one thread is faster on a busy 2-core machine
             try:

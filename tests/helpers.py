@@ -117,3 +117,115 @@ def wandb_log_records(data: bytes) -> Iterator[bytes]:
         if kind in (1, 4):   # FULL or LAST
             yield b"".join(chunks)
             chunks = []
+
+
+class ToyGenerator(nn.Module):
+    """Always draws the given images (the first n), so losses can be computed by hand."""
+
+    latent_dim = 1
+
+    def __init__(self, images: torch.Tensor) -> None:
+        super().__init__()
+        self.images = images
+
+    def forward(self, z, condition=None, *, stage=None, alpha=1.0, noise=None):
+        return self.images[: z.shape[0]], {}
+
+    def sampling_noise(self, n, generator, device):
+        return None
+
+
+class ToyCritic(nn.Module):
+    """``head(features(x), c) = score(trunk(x), c)``; ``embed`` is the identity."""
+
+    def __init__(self, score, trunk=None) -> None:
+        super().__init__()
+        self.score, self.trunk = score, trunk or (lambda x: x)
+
+    def features(self, images, stage=None, alpha=1.0):
+        return self.trunk(images)
+
+    def head(self, features, condition=None):
+        return self.score(features, condition)
+
+    def embed(self, features):
+        return features
+
+
+class ToyText:
+    """A text component whose mismatched captions are given; ``image_terms`` optional."""
+
+    def __init__(self, mismatched, image_terms=None) -> None:
+        self._mismatched, self._image_terms = mismatched, image_terms
+        self.reads_image_embedding = image_terms is not None
+
+    def mismatched(self, conditions):
+        return self._mismatched
+
+    def image_terms(self, embedding, conditions):
+        return self._image_terms(embedding)
+
+    def caption_terms(self, conditions):
+        return {}
+
+
+def toy_players(score, fake: torch.Tensor, trunk=None, mismatched=None, image_terms=None):
+    """Players for t2f.gan_loss.GANLoss: a critic ``score(x, c)`` and a generator drawing ``fake``."""
+    from t2f.gan_loss import Players
+
+    text = None if mismatched is None else ToyText(mismatched, image_terms)
+    return Players(ToyGenerator(fake), ToyCritic(score, trunk), text)
+
+
+def dcgan_module(resolution: int = 8, latent_dim: int = 8, width: int = 4, norm: str = "batch",
+                 total_kimg: float = 1.0, **module: object):
+    """A tiny DCGAN as t2f.modules.gan.GANModule, built from its parts as Hydra does."""
+    from t2f.modules.gan import GANModule
+    from t2f.nets.dcgan import DCGANDiscriminator, DCGANGenerator
+
+    return GANModule(DCGANGenerator(latent_dim, resolution, width), DCGANDiscriminator(resolution, width, norm=norm),
+                     total_kimg=total_kimg, **module)
+
+
+def t2f_module(vocab_size: int = 30, resolution: int = 8, text: dict | None = None, generator: dict | None = None,
+               loss: dict | None = None, schedule: dict | None = None, **module: object):
+    """A tiny T2F (text component, T2F generator, ProGAN critic) grown to ``resolution`` from
+    ``resolution`` (a single stage) unless ``schedule`` says otherwise."""
+    from t2f.gan_loss import GANLoss
+    from t2f.growth import ProgressiveSchedule
+    from t2f.modules.gan import GANModule
+    from t2f.modules.text import TextConditioner
+    from t2f.nets.progan import ProGANDiscriminator
+    from t2f.nets.text_encoder import T2FGenerator
+
+    text_part = TextConditioner(vocab_size, encoder={"embedding_dim": 8, "hidden_dim": 16, "num_layers": 1},
+                                **(text or {}))
+    width = text_part.output_dim
+    g = T2FGenerator(width, 8, 8, resolution, fmap_base=32, fmap_max=16, **(generator or {}))
+    d = ProGANDiscriminator(resolution, fmap_base=32, fmap_max=16, condition_dim=width,
+                            embed_dim=width if text_part.reads_image_embedding else 0)
+    growth = ProgressiveSchedule(resolution, **{"kimg": 1, "start_resolution": resolution, **(schedule or {})})
+    return GANModule(g, d, GANLoss(**{"name": "wgan_gp", **(loss or {})}), text=text_part, schedule=growth, **module)
+
+
+def stylegan_module(resolution: int = 8, schedule: dict | None = None, generator: dict | None = None,
+                    discriminator: dict | None = None, loss: dict | None = None, **module: object):
+    """A tiny unconditional StyleGAN (4-wide codes, one mapping layer)."""
+    from t2f.gan_loss import GANLoss
+    from t2f.growth import ProgressiveSchedule
+    from t2f.modules.gan import GANModule
+    from t2f.nets.progan import ProGANDiscriminator
+    from t2f.nets.stylegan import StyleGANGenerator
+
+    g = StyleGANGenerator(4, 4, resolution, **{"mapping_layers": 1, "fmap_base": 32, "fmap_max": 8, **(generator or {})})
+    d = ProGANDiscriminator(resolution, **{"fmap_base": 32, "fmap_max": 8, **(discriminator or {})})
+    growth = ProgressiveSchedule(resolution, **{"kimg": 1, **(schedule or {})})
+    return GANModule(g, d, GANLoss(**{"name": "wgan_gp", **(loss or {})}), schedule=growth, **module)
+
+
+def checkpoint_growth(ckpt: dict):
+    """The stage and fade-in of a checkpoint: its schedule at its images seen (not stored apart)."""
+    from t2f.growth import ProgressiveSchedule
+
+    schedule = {k: v for k, v in ckpt["t2f"]["config"]["model"]["schedule"].items() if k != "_target_"}
+    return ProgressiveSchedule(**schedule).at(ckpt["t2f"]["images_seen"] / 1000)

@@ -10,7 +10,7 @@ import torch
 
 import t2f
 from t2f.compiling import compile_for_training
-from t2f.losses import AdversarialLoss
+from t2f.gan_loss import GANLoss
 from t2f.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from tests.conftest import REPO, TINY, TINY_MODEL
 
@@ -45,12 +45,12 @@ def test_compile_leaves_a_penalised_critic_eager_and_keeps_parameter_names():
 
     g, d = nets()
     names = [n for n, _ in g.state_dict().items()]
-    why = compile_for_training(g, d, AdversarialLoss("wgan_gp"))
+    why = compile_for_training(g, d, GANLoss("wgan_gp"))
     assert g._compiled_call_impl is not None and d._compiled_call_impl is None  # compiled lazily, on first call
     assert "critic runs eagerly" in why and "gradient penalty" in why
     assert list(g.state_dict()) == names  # checkpoints load with or without compile
     g, d = nets()
-    assert "R1" in compile_for_training(g, d, AdversarialLoss("nonsaturating", r1_gamma=1.0))
+    assert "R1" in compile_for_training(g, d, GANLoss("nonsaturating", r1_gamma=1.0))
     g, d = nets()
-    assert compile_for_training(g, d, AdversarialLoss("hinge")) == "the generator and the critic are compiled"
+    assert compile_for_training(g, d, GANLoss("hinge")) == "the generator and the critic are compiled"
     assert d._compiled_call_impl is not None

@@ -19,8 +19,8 @@ from t2f.augment import (
     translation,
 )
 from t2f.data.base import FaceDataModule, collate_faces
-from t2f.modules.dcgan import DCGANModule
-from t2f.modules.stylegan import StyleGANModule
+from t2f.gan_loss import GANLoss
+from tests.helpers import dcgan_module, stylegan_module
 
 ALL = "color,translation,cutout"
 
@@ -102,15 +102,14 @@ def test_ada_moves_p_toward_the_target_and_its_state_is_a_checkpoint_buffer():
     assert float(resumed.p) == pytest.approx(0.05) and resumed.signs.tolist() == [3.0, 5.0]
 
 
-def _dcgan(augment=None, **kw) -> DCGANModule:
-    return DCGANModule(resolution=8, latent_dim=8, g_width=4, d_width=4, d_norm="layer",
-                       loss={"name": "wgan_gp"}, total_kimg=1, channels_last=False, augment=augment, **kw)
+def _dcgan(augment=None, **kw):
+    return dcgan_module(norm="layer", loss=GANLoss("wgan_gp"), channels_last=False, augment=augment, **kw)
 
 
 def test_modules_without_augmentation_have_the_checkpoint_keys_they_always_had():
     """Old checkpoints (no model.augment) load: only ADA adds state, under augment.*."""
     torch.manual_seed(0)
-    keys = set(DCGANModule(resolution=8, latent_dim=8, g_width=4, d_width=4).state_dict())
+    keys = set(dcgan_module(norm="layer").state_dict())
     assert set(_dcgan().state_dict()) == keys == set(_dcgan({"policy": ALL}).state_dict())
     assert set(_dcgan({"policy": ALL, "ada_target": 0.6}).state_dict()) - keys == {"augment.p", "augment.signs"}
 
@@ -129,7 +128,7 @@ class _Images(Dataset):
 def _spy(module) -> list[tuple[str, torch.Tensor]]:
     """Records augmentation outputs ("aug") and every image batch the critic reads ("critic")."""
     events: list[tuple[str, torch.Tensor]] = []
-    augment, trunk = module.augment.forward, module.critic_trunk
+    augment, trunk = module.augment.forward, module.discriminator.features
 
     def augment_spy(images, generator=None):
         out = augment(images, generator)
@@ -137,12 +136,12 @@ def _spy(module) -> list[tuple[str, torch.Tensor]]:
         events.append(("aug", out))
         return out
 
-    def trunk_spy(images):
+    def trunk_spy(images, stage=None, alpha=1.0):
         events.append(("critic", images))
-        return trunk(images)
+        return trunk(images, stage, alpha)
 
     module.augment.forward = augment_spy
-    module.critic_trunk = trunk_spy
+    module.discriminator.features = trunk_spy
     return events
 
 
@@ -160,10 +159,10 @@ def test_the_critic_sees_augmented_real_and_fake_images_in_both_steps(kind, one_
     if kind == "dcgan":
         module, size, stage_px = _dcgan(policy), 8, 8
     else:  # a progressive model at its first stage: real images are reduced to 4 px, then augmented
-        module = StyleGANModule(resolution=8, schedule={"kimg": 1}, z_dim=4, w_dim=4, mapping_layers=1,
-                                fmap_base=8, fmap_max=4, loss={"name": "wgan_gp"}, channels_last=False,
-                                augment=policy)
-        module.stage, module.alpha, size, stage_px = 0, 1.0, 8, 4
+        widths = {"fmap_base": 8, "fmap_max": 4}
+        module = stylegan_module(8, generator=widths, discriminator=widths, channels_last=False, augment=policy)
+        assert module.stage == 0
+        size, stage_px = 8, 4
     events = _spy(module)
     trainer = _fit_one_batch(module, 4, size)
     augmented = [t for name, t in events if name == "aug"]
@@ -209,7 +208,7 @@ def test_config_turns_augmentation_on_and_limits_the_dataset(tmp_path):
     from tests.conftest import compose_config
 
     cfg = compose_config(tmp_path, ["model.augment.policy=[translation,cutout]", "+dataset.max_images=10",
-                                    "model.loss.name=wgan_gp", "model.d_norm=layer"])
+                                    "model.loss.name=wgan_gp", "model.discriminator.norm=layer"])
     assert instantiate(cfg.model).augment.policy == ("translation", "cutout")
     assert instantiate(cfg.dataset)._max_images == 10
     off = compose_config(tmp_path, ["model.augment=null"])

@@ -46,6 +46,7 @@ class _KnownGenerator:
     same such face for every latent (``constant``): the two ends of the diversity scale."""
 
     device = torch.device("cpu")
+    text = "captions"  # text-conditional: the suite asks the module's text component
 
     def __init__(self, dm: SyntheticDataModule, constant: bool) -> None:
         self.dm, self.constant, self.task = dm, constant, synthetic_attribute_task()

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from t2f.modules.dcgan import DCGANModule
 from t2f.train import train
 from tests.conftest import compose_config
+from tests.helpers import dcgan_module
 
 
-def _dcgan(**kwargs) -> DCGANModule:
-    return DCGANModule(resolution=8, latent_dim=8, g_width=4, d_width=4, **kwargs)
+def _dcgan(**kwargs):
+    return dcgan_module(**kwargs)
 
 
 def test_half_life_follows_the_batch_and_the_ramp_up():

@@ -33,7 +33,7 @@ def test_evaluate_cli_prints_table_and_writes_json(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert report["model"] == "T2FModule" and report["resolution"] == 32 and report["seeds"] == [0, 1]
+    assert report["model"] == "t2f" and report["resolution"] == 32 and report["seeds"] == [0, 1]
     metrics = report["metrics"]
     for name in ("swd", "alignment", "alignment_accuracy", "r_precision", "alignment_accuracy_real",
                  "r_precision_vs_real", "classifier_accuracy", "diversity", "swd_conditional"):

@@ -28,18 +28,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def module_samples(module, vocab, texts: list[str] | None, n: int, seed: int, psi: float) -> torch.Tensor:
     """What the training module itself generates for the sampling convention of t2f.export:
-    ``n`` latents (then StyleGAN's noise) from ``seed``, repeated for every caption."""
+    ``n`` latents (then the generator's other noise) from ``seed``, repeated for every caption."""
     gen = torch.Generator().manual_seed(seed)
     rows = len(texts or [None])
-    if type(module).__name__ == "StyleGANModule":
-        z = torch.randn(n, module.z_dim, generator=gen)
-        noise = module.generator_ema.synthesis.make_noise(n, generator=gen)
-        inputs = {"z": z.repeat(rows, 1), "psi": psi, "noise": [m.repeat(rows, 1, 1, 1) for m in noise]}
-    elif type(module).__name__ == "T2FModule":
-        z, eps = torch.randn(n, module.noise_dim, generator=gen), torch.randn(n, module.condition_dim, generator=gen)
-        inputs = {"z": (z * psi).repeat(rows, 1), "ca_eps": (eps * psi).repeat(rows, 1)}
-    else:
-        inputs = {"z": (torch.randn(n, module.latent_dim, generator=gen) * psi).repeat(rows, 1)}
+    inputs = {"z": torch.randn(n, module.generator.latent_dim, generator=gen).repeat(rows, 1), "psi": psi}
+    noise = module.generator_ema.sampling_noise(n, gen, "cpu")
+    if noise is not None:
+        inputs["noise"] = [m.repeat(rows, *[1] * (m.dim() - 1)) for m in noise]
     if texts:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the unknown word was reported by the exported generator
@@ -48,23 +43,23 @@ def module_samples(module, vocab, texts: list[str] | None, n: int, seed: int, ps
 
 
 @pytest.mark.parametrize("name, psi", [("t2f", 1.0), ("t2f", 0.6), ("stylegan", 0.7), ("stylegan_text", 0.7),
-                                       ("dcgan", 0.5)])
+                                       ("dcgan", 0.5), ("gan_int_cls", 0.8)])
 def test_exported_generator_reproduces_the_checkpoint(tiny_checkpoint, tmp_path: Path, name: str,
                                                       psi: float) -> None:
     ckpt = tiny_checkpoint(name)
     contents = read_checkpoint(ckpt)
     module, vocab = build_module(contents, ckpt), checkpoint_vocab(contents)
-    texts = TEXTS if name in ("t2f", "stylegan_text") else None
+    texts = TEXTS if name in ("t2f", "stylegan_text", "gan_int_cls") else None
     path = export(ckpt, tmp_path / "generator.pt")
     state = torch.load(path, weights_only=True)  # plain contents
     assert state["format"] == "t2f.generator" and state["source"]["kimg"] == module.kimg
     generator = load_generator(path)
-    assert (generator.stage, generator.alpha) == (getattr(module, "stage", None), getattr(module, "alpha", 1.0))
+    assert (generator.stage, generator.alpha) == (module.stage, module.alpha)
     if texts:
         assert generator.vocab == vocab and state["vocab"]["tokens"] == vocab.tokens
     if name.startswith("stylegan"):
         assert torch.equal(state["generator"]["state_dict"]["w_avg"], module.generator_ema.w_avg)
-        assert generator.truncation_cutoff == module.truncation_cutoff
+        assert generator.truncation_cutoff == module.generator_ema.truncation_cutoff
     with pytest.warns(UserWarning, match="zzyzx") if texts else nullcontext():
         images = generator.generate(texts, n=3, seed=11, psi=psi)
     expected = module_samples(module, vocab, texts, n=3, seed=11, psi=psi)
@@ -154,7 +149,9 @@ def test_every_generator_rebuilds_from_its_recorded_arguments() -> None:
         "t2f.nets.stylegan.StyleGANGenerator": dict(z_dim=8, w_dim=8, max_resolution=16, mapping_layers=2,
                                                     fmap_base=32, fmap_max=8, noise_lr_multiplier=0.5),
         "t2f.nets.text_encoder.T2FGenerator": dict(text_dim=6, condition_dim=4, noise_dim=5, max_resolution=16,
-                                                   channels=(8, 8, 4)),
+                                                   channels=(8, 8, 4), kl_weight=0.5),
+        "t2f.nets.gan_int_cls.GANINTCLSGenerator": dict(text_dim=6, latent_dim=5, resolution=16, width=4,
+                                                        embed_dim=3),
     }
     assert set(generator_classes()) == set(built)
     for path, kwargs in built.items():

@@ -63,9 +63,9 @@ def test_cli_writes_captioned_grid_and_names_unknown_words(tiny_checkpoint, tmp_
     assert "Traceback" not in bad.stderr
 
 
-@pytest.mark.parametrize("name", ["t2f", "stylegan", "stylegan_text", "dcgan"])
+@pytest.mark.parametrize("name", ["t2f", "stylegan", "stylegan_text", "dcgan", "gan_int_cls"])
 def test_same_seed_same_faces_other_seed_other_faces(tiny_checkpoint, name: str) -> None:
-    texts = [CAPTION, "a man with a beard"] if name in ("t2f", "stylegan_text") else None
+    texts = [CAPTION, "a man with a beard"] if name in ("t2f", "stylegan_text", "gan_int_cls") else None
     first = load_generator(tiny_checkpoint(name)).generate(texts, n=3, seed=7, psi=0.7)
     generator = load_generator(tiny_checkpoint(name))
     assert first.shape == (3 * len(texts or [0]), 3, 32, 32)
@@ -235,7 +235,7 @@ def test_bad_checkpoints_and_caption_files(tiny_checkpoint, tmp_path: Path) -> N
     with pytest.raises(ValueError, match="holds no run config"):
         generate(generate_config(ckpt=str(foreign)))
     ckpt = torch.load(tiny_checkpoint("dcgan"), weights_only=True)
-    ckpt["t2f"]["config"]["model"]["g_width"] = 12  # a config that does not match the weights
+    ckpt["t2f"]["config"]["model"]["generator"]["width"] = 12  # a config that does not match the weights
     torch.save(ckpt, tmp_path / "mismatch.ckpt")
     with pytest.raises(ValueError, match="the weights do not fit the model"):
         generate(generate_config(ckpt=str(tmp_path / "mismatch.ckpt")))

@@ -7,22 +7,19 @@ import math
 import pytest
 import torch
 
+from t2f.gan_loss import GANLoss
 from t2f.losses import (
-    AdversarialLoss,
     contrastive_loss,
     drift_penalty,
     g_nonsaturating,
     g_wasserstein,
     gradient_penalty,
     interpolate,
-    kl_divergence,
     r1_penalty,
     word_prediction_loss,
 )
-
-
-def _const_critic(value: float):
-    return lambda images, condition=None: torch.full((images.shape[0],), value)
+from t2f.nets.text_encoder import kl_divergence
+from tests.helpers import toy_players
 
 
 def _sp(x: float) -> float:
@@ -31,10 +28,10 @@ def _sp(x: float) -> float:
 
 def test_nonsaturating_losses_match_hand_values():
     real, fake = torch.tensor([2.0, -1.0]), torch.tensor([0.5, -3.0])
-    loss = AdversarialLoss("nonsaturating")
+    loss = GANLoss("nonsaturating")
     images_real, images_fake = torch.zeros(2, 1, 2, 2), torch.ones(2, 1, 2, 2)
     critic = lambda x, c=None: real if x.mean() == 0 else fake  # noqa: E731
-    total, parts = loss.d_loss(critic, images_real, images_fake)
+    total, parts = loss.critic_loss(toy_players(critic, images_fake), images_real, {})
     expected = (_sp(-2.0) + _sp(1.0)) / 2 + (_sp(0.5) + _sp(-3.0)) / 2
     assert total.item() == pytest.approx(expected, rel=1e-6)
     assert set(parts) == {"adv"}
@@ -45,7 +42,7 @@ def test_hinge_and_wasserstein_match_hand_values():
     real, fake = torch.tensor([2.0, 0.5]), torch.tensor([-0.5, 1.0])
     critic = lambda x, c=None: real if x.mean() == 0 else fake  # noqa: E731
     zeros, ones = torch.zeros(2, 1, 2, 2), torch.ones(2, 1, 2, 2)
-    hinge, _ = AdversarialLoss("hinge").d_loss(critic, zeros, ones)
+    hinge, _ = GANLoss("hinge").critic_loss(toy_players(critic, ones), zeros, {})
     # real: relu(1-2)=0, relu(1-0.5)=0.5 -> 0.25 ; fake: relu(0.5)=0.5, relu(2)=2 -> 1.25
     assert hinge.item() == pytest.approx(1.5)
     assert g_wasserstein(fake).item() == pytest.approx(-0.25)
@@ -59,9 +56,9 @@ def test_matching_aware_terms_weigh_fake_and_mismatch_half_each():
             return torch.tensor([-1.0])
         return torch.tensor([1.0]) if c.mean() == 0 else torch.tensor([3.0])
 
-    loss = AdversarialLoss("wgan_gp", gp_weight=0.0)
-    total, parts = loss.d_loss(critic, torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2),
-                               condition=own, mismatched=other)
+    loss = GANLoss("wgan_gp", gp_weight=0.0)
+    total, parts = loss.critic_loss(toy_players(critic, torch.ones(1, 1, 2, 2), mismatched=other),
+                                    torch.zeros(1, 1, 2, 2), {"text_embedding": own})
     # -real + (fake + mismatch) / 2 = -1 + (-1 + 3) / 2 = 0
     assert parts["adv"].item() == pytest.approx(0.0)
 
@@ -72,11 +69,11 @@ def test_matching_aware_gradient_penalty_covers_images_and_captions():
     critic = lambda x, c: x.flatten(1) @ w + c @ v  # noqa: E731
     real, fake = torch.randn(6, 2, 1, 1), torch.randn(6, 2, 1, 1)
     own, other = torch.randn(6, 3), torch.randn(6, 3)
-    loss = AdversarialLoss("wgan_gp", gp_weight=10.0)
-    _, parts = loss.d_loss(critic, real, fake, condition=own, mismatched=other)
+    loss = GANLoss("wgan_gp", gp_weight=10.0)
+    _, parts = loss.critic_loss(toy_players(critic, fake, mismatched=other), real, {"text_embedding": own})
     assert parts["gp"].item() == pytest.approx(10 * (13 - 1) ** 2, rel=1e-5)
     # Without mismatches the condition is not part of the penalised input: only ||w|| = 5 counts.
-    _, parts = loss.d_loss(critic, real, fake, condition=own)
+    _, parts = loss.critic_loss(toy_players(critic, fake), real, {"text_embedding": own})
     assert parts["gp"].item() == pytest.approx(10 * (5 - 1) ** 2, rel=1e-5)
 
 
@@ -90,7 +87,7 @@ def test_matching_aware_penalty_samples_both_kinds_of_fake_pair():
 
     real, fake = torch.zeros(8, 1, 1, 1), torch.ones(8, 1, 1, 1)
     own, other = torch.zeros(8, 1), torch.ones(8, 1)
-    AdversarialLoss("wgan_gp").d_loss(critic, real, fake, condition=own, mismatched=other)
+    GANLoss("wgan_gp").critic_loss(toy_players(critic, fake, mismatched=other), real, {"text_embedding": own})
     (images, texts), = seen
     moved_image, moved_text = images.flatten() > 0, texts.flatten() > 0
     assert not (moved_image & moved_text).any()  # each sample moves towards one kind of fake pair
@@ -119,8 +116,8 @@ def test_wgan_gp_total_includes_penalty_and_drift_and_backprops_once():
     net = torch.nn.Linear(4, 1)
     critic = lambda x, c=None: net(x.flatten(1)).flatten()  # noqa: E731
     real, fake = torch.randn(5, 1, 2, 2), torch.randn(5, 1, 2, 2)
-    loss = AdversarialLoss("wgan_gp", gp_weight=10.0, drift_weight=0.001)
-    total, parts = loss.d_loss(critic, real, fake)
+    loss = GANLoss("wgan_gp", gp_weight=10.0, drift_weight=0.001)
+    total, parts = loss.critic_loss(toy_players(critic, fake), real, {})
     assert set(parts) == {"adv", "gp", "drift"}
     w_norm = net.weight.norm().item()
     assert parts["gp"].item() == pytest.approx(10 * (w_norm - 1) ** 2, rel=1e-5)
@@ -143,7 +140,7 @@ def test_drift_kl_and_interpolation():
 
 def test_unknown_loss_name_lists_choices():
     with pytest.raises(ValueError, match="nonsaturating, hinge, wgan_gp"):
-        AdversarialLoss("lsgan")
+        GANLoss("lsgan")
 
 
 def test_contrastive_loss_matches_hand_values():
@@ -185,9 +182,10 @@ def test_word_prediction_loss_matches_hand_values():
     assert none.item() == pytest.approx(0.0, abs=1e-12)
 
 
-def test_trunk_reads_the_real_images_once_for_every_condition_and_the_real_terms():
-    # critic(x, c) = head(trunk(x), c): the split gives the same loss as the whole critic, with
-    # one trunk pass over the real images (their captions, the mismatched ones, the extra terms).
+def test_trunk_reads_the_real_images_once_for_every_condition_and_the_text_terms():
+    # critic(x, c) = head(features(x), c): the split gives the same loss as the whole critic, with
+    # one pass of the features over the real images (their captions, the mismatched ones, the
+    # text terms read from the image embedding).
     calls = []
 
     def trunk(x):
@@ -197,14 +195,15 @@ def test_trunk_reads_the_real_images_once_for_every_condition_and_the_real_terms
     head = lambda f, c: f.sum(1) + c @ torch.tensor([1.0, -2.0])  # noqa: E731
     real, fake = torch.randn(4, 1, 1, 2), torch.randn(4, 1, 1, 2)
     own, other = torch.randn(4, 2), torch.randn(4, 2)
-    loss = AdversarialLoss("wgan_gp", gp_weight=10.0, drift_weight=0.001)
+    loss = GANLoss("wgan_gp", gp_weight=10.0, drift_weight=0.001)
     torch.manual_seed(0)
-    total, parts = loss.d_loss(head, real, fake, own, other, trunk=trunk,
-                               real_terms=lambda f: {"extra": f.pow(2).mean()})
+    split = toy_players(head, fake, trunk=trunk, mismatched=other, image_terms=lambda f: {"extra": f.pow(2).mean()})
+    total, parts = loss.critic_loss(split, real, {"text_embedding": own})
     assert len(calls) == 3  # real, fake, the penalty's interpolates
     assert parts["extra"].item() == pytest.approx((2 * real).pow(2).mean().item())
     torch.manual_seed(0)
-    whole_total, whole = loss.d_loss(lambda x, c: head(trunk(x), c), real, fake, own, other)
+    whole_total, whole = loss.critic_loss(toy_players(lambda x, c: head(trunk(x), c), fake, mismatched=other),
+                                          real, {"text_embedding": own})
     for name, value in whole.items():
         assert parts[name].item() == pytest.approx(value.item(), rel=1e-6)
     assert total.item() == pytest.approx(whole_total.item() + parts["extra"].item(), rel=1e-6)

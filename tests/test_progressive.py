@@ -13,6 +13,7 @@ from t2f.growth import ProgressiveSchedule, fade_real
 from t2f.nets.layers import downsample2x, upsample2x
 from t2f.train import train
 from tests.conftest import compose_config
+from tests.helpers import checkpoint_growth
 
 
 def test_schedule_timeline_stage_and_alpha_as_functions_of_kimg():
@@ -136,11 +137,12 @@ def test_reset_optimizer_clears_adam_state_as_each_fade_in_and_stable_phase_begi
 
 def test_t2f_trains_across_every_stage_switch_with_per_stage_batch_sizes(tmp_path):
     cfg, metrics = _t2f_run(tmp_path, ["model.schedule.batch_size={4:8,16:4}",
-                                       "model.text_encoder_lr_scale=0.25", "model.schedule.lr.4=0.004",
+                                       "model.text.lr_scale=0.25", "model.schedule.lr.4=0.004",
                                        "model.schedule.lr.32=0.002"])
     run = Path(cfg.paths.output_dir)
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt["t2f"]["stage"] == 3 and ckpt["t2f"]["alpha"] > 0.9  # in the last fade-in
+    grown = checkpoint_growth(ckpt)
+    assert grown.stage == 3 and grown.alpha > 0.9  # in the last fade-in
     # the last stage's lr, the text encoder's group at its fraction of it
     g_groups, d_groups = (o["param_groups"] for o in ckpt["optimizer_states"])
     assert [g["lr"] for g in g_groups] == [0.002]
@@ -157,7 +159,7 @@ def test_t2f_trains_in_bf16_mixed_precision(tmp_path):
     # the real images stay fp32: the gradient penalty's interpolation must still work.
     cfg, metrics = _t2f_run(tmp_path, ["trainer.precision=bf16-mixed", "trainer.max_steps=12"])
     ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt["t2f"]["stage"] == 2  # 6 batches of 8: grew past two stage switches
+    assert checkpoint_growth(ckpt).stage == 2  # 6 batches of 8: grew past two stage switches
     assert all(v.dtype == torch.float32 for v in ckpt["state_dict"].values() if v.is_floating_point())
     assert metrics["loss/d_gp"] > 0 and all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
 
@@ -167,7 +169,8 @@ def test_resume_mid_fade_restores_stage_alpha_and_images_seen(tmp_path):
     first, _ = _t2f_run(tmp_path / "a", ["trainer.max_steps=6"])  # 3 batches of 8 = 0.024 kimg
     ckpt_path = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
     saved = torch.load(ckpt_path, weights_only=True)
-    assert saved["t2f"]["stage"] == 1 and 0.0 < saved["t2f"]["alpha"] < 1.0
+    at_save = checkpoint_growth(saved)
+    assert at_save.stage == 1 and 0.0 < at_save.alpha < 1.0
 
     seen = {}
     import pytorch_lightning as pl
@@ -181,7 +184,7 @@ def test_resume_mid_fade_restores_stage_alpha_and_images_seen(tmp_path):
     images, stage, alpha, _ = seen["first"]
     expected = ProgressiveSchedule(32, {4: 0.016, 8: 0.016, 16: 0.024, 32: 0.024}).at(images / 1000)
     assert images == saved["t2f"]["images_seen"] == 24
-    assert (stage, alpha) == (expected.stage, expected.alpha) == (1, pytest.approx(saved["t2f"]["alpha"]))
+    assert (stage, alpha) == (expected.stage, expected.alpha) == (at_save.stage, at_save.alpha)
 
 
 @pytest.mark.slow
@@ -195,23 +198,19 @@ def test_t2f_ddp_cpu_two_processes_grow_across_stage_switches(tmp_path):
     result = run_cli(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt["t2f"]["stage"] == 3  # grew 4 -> 32 px with 2 processes (16 images per batch)
+    assert checkpoint_growth(ckpt).stage == 3  # grew 4 -> 32 px with 2 processes (16 images per batch)
     assert ckpt["t2f"]["images_seen"] >= 80
     assert {p.stem.split("_")[-1] for p in (run / "samples").glob("*.png")} >= {"4px", "32px"}
 
 
-def test_checkpoint_with_a_per_stage_list_schedule_still_loads(tiny_checkpoint, tmp_path):
-    """Checkpoints written before per-resolution schedules hold lists, one entry per stage."""
+def test_checkpoint_of_a_retired_module_is_refused_with_one_line(tiny_checkpoint, tmp_path):
+    """Checkpoints written before every model became a GANModule configuration describe other parts."""
     from t2f.checkpoints import build_module
 
     ckpt = torch.load(tiny_checkpoint("t2f"), weights_only=True)
-    schedule = ckpt["t2f"]["config"]["model"]["schedule"]
-    for key in ("kimg", "epochs", "batch_size", "lr"):
-        schedule.pop(key)
-    schedule.update(kimg_per_stage=[0.016, 0.016, 0.024, 0.024], epochs_per_stage=None, batch_sizes=None,
-                    learning_rates=[0.01, 0.01, 0.01, 0.005])
+    ckpt["t2f"]["config"]["model"] = {"_target_": "t2f.modules.t2f.T2FModule", "resolution": 32}
     old = tmp_path / "old.ckpt"
     torch.save(ckpt, old)
-    module = build_module(torch.load(old, weights_only=True), old)
-    assert module.schedule.kimg_per_stage == [0.016, 0.016, 0.024, 0.024]
-    assert module.schedule.learning_rates == [0.01, 0.01, 0.01, 0.005] and module.stage == ckpt["t2f"]["stage"]
+    with pytest.raises(ValueError, match=r"old.ckpt was written by an older t2f \(model._target_=t2f.modules.t2f."
+                                         r"T2FModule.*python -m t2f.export"):
+        build_module(torch.load(old, weights_only=True), old)

@@ -45,14 +45,13 @@ from t2f.evaluate import evaluate
 from t2f.export import export
 from t2f.generate import free_text, generate
 from t2f.growth import ProgressiveSchedule
-from t2f.modules.dcgan import DCGANModule
 from t2f.preflight import check_resume, check_trainer
 from t2f.run_lock import LOCK_NAME, Owner
 from t2f.train import _resume_path, train
 from t2f.trusted import allowed_target, shipped_targets
 from t2f.utils import ConfigError
 from tests.conftest import REPO, TINY, TINY_MODEL, compose_config
-from tests.helpers import generate_config
+from tests.helpers import dcgan_module, generate_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -67,10 +66,11 @@ def test_every_shipped_target_is_allowed_and_foreign_ones_are_not() -> None:
     assert written and written == set(shipped_targets())
     assert all(allowed_target(t) for t in written)
     assert allowed_target("torch.optim.AdamW") and allowed_target("torch.optim.rmsprop.RMSprop")
-    assert allowed_target("t2f.modules.base.GANModule")  # t2f's own modules, even without a config
+    assert allowed_target("t2f.modules.gan.GANModule")  # t2f's own modules and nets, even without a config
+    assert allowed_target("t2f.nets.progan.ProGANGenerator")
     for foreign in ["pathlib.Path.write_text", "builtins.open", "torch.load", "numpy.savetxt", "os.system",
-                    "t2f.modules.dcgan.torch.load", "t2f.modules.base.copy", "t2f.data.base.LimitedSet",
-                    "t2f.nets.dcgan.DCGANGenerator", "subprocess.run", None, 3]:
+                    "t2f.modules.gan.torch.load", "t2f.modules.gan.copy", "t2f.data.base.LimitedSet",
+                    "t2f.nets.dcgan.math", "t2f.nets.recorded.generator_class", "subprocess.run", None, 3]:
         assert not allowed_target(foreign), foreign
 
 
@@ -78,7 +78,7 @@ def _evil_checkpoint(tmp_path: Path, victim: Path, where: str) -> Path:
     """A file that passes weights_only=True and asks Hydra to write ``victim``."""
     write = {"_target_": "pathlib.Path.write_text", "_partial_": False,
              "self": {"_target_": "pathlib.Path", "_args_": [str(victim)]}, "data": "pwned"}
-    model = {"_target_": "t2f.modules.dcgan.DCGANModule", "resolution": 32,
+    model = {"_target_": "t2f.modules.gan.GANModule",
              "optimizer_g": {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.001}}
     dataset = {"_target_": "t2f.data.synthetic.SyntheticDataModule", "size": 8}
     if where == "model":  # nested in a list of a plain dict
@@ -426,14 +426,14 @@ def test_compare_skips_a_run_with_garbled_files(tmp_path, capsys) -> None:
 # -- 12. bad inputs: one line that names the key or the file --------------------------------------
 
 def _resume_after_change(tmp_path: Path, changed: str) -> None:
-    """check_resume of a checkpoint saved with model.g_width=8 dataset.min_freq=1 (a crafted file: no
+    """check_resume of a checkpoint saved with model.generator.width=8 dataset.min_freq=1 (a crafted file: no
     training) by a run that changed ``changed``: the weights' shapes, or the vocabulary."""
-    saved = {"model": {"g_width": 8}, "dataset": {"min_freq": 1}}
-    section, key = changed.split(".")
-    now = {**saved, section: {key: {"g_width": 16, "min_freq": 3}[key]}}
+    saved = {"model": {"generator": {"width": 8}}, "dataset": {"min_freq": 1}}
+    now = {"model": {"generator": {"width": 16}}, "dataset": {"min_freq": 3}}
+    now = {**saved, changed.split(".")[0]: now[changed.split(".")[0]]}
 
-    def module(config: dict) -> DCGANModule:
-        return DCGANModule(resolution=8, latent_dim=4, d_width=4, g_width=config["model"]["g_width"])
+    def module(config: dict):
+        return dcgan_module(latent_dim=4, width=config["model"]["generator"]["width"])
 
     def vocab(config: dict) -> Vocabulary:
         return Vocabulary(["a", "b", "c"] if config["dataset"]["min_freq"] == 1 else ["a"])
@@ -453,8 +453,7 @@ def _bad_input(case: str, tmp_path: Path) -> None:
     latin1.write_bytes('[{"image": "a.jpg", "descriptions": ["caf\u00e9"]}]'.encode("latin-1"))
     schedule = {"max_resolution": 16, "kimg": 1}
     {
-        "optimizer_lr": lambda: DCGANModule(resolution=8, g_width=4, d_width=4, latent_dim=4,
-                                            optimizer_d=partial(torch.optim.Adam, lr=-1)),
+        "optimizer_lr": lambda: dcgan_module(latent_dim=4, optimizer_d=partial(torch.optim.Adam, lr=-1)),
         "schedule_lr": lambda: ProgressiveSchedule(**schedule, lr={4: 0.01, 8: -1}),
         "schedule_batch": lambda: ProgressiveSchedule(**schedule, batch_size={4: 8, 8: 0}),
         "stage_batch": lambda: check_trainer(
@@ -464,7 +463,7 @@ def _bad_input(case: str, tmp_path: Path) -> None:
         "seed": lambda: train(OmegaConf.create({"seed": "abc", "paths": {"output_dir": str(tmp_path / "run")}})),
         "num_workers": lambda: SyntheticDataModule(num_workers=-1),
         "size": lambda: SyntheticDataModule(size=0),
-        "architecture": lambda: _resume_after_change(tmp_path, "model.g_width"),
+        "architecture": lambda: _resume_after_change(tmp_path, "model.generator.width"),
         "vocabulary": lambda: _resume_after_change(tmp_path, "dataset.min_freq"),
         "annotations": lambda: read_annotations(latin1),
         "captions": lambda: read_captions(latin1),
@@ -488,7 +487,7 @@ def _bad_input(case: str, tmp_path: Path) -> None:
     ("num_workers", "dataset.num_workers=-1 must be >= 0"),
     ("size", "dataset.size=0 must be >= 1"),
     ("architecture", r"cannot resume from .*: its weights do not fit this model \(.* of another shape.*\); this run "
-                     r"sets model.g_width=16 \(the checkpoint's: 8\)"),
+                     r"sets model.generator.width=16 \(the checkpoint's: 8\)"),
     ("vocabulary", r"this dataset's vocabulary \(5 words\) differs from the checkpoint's \(7\); this run sets "
                    r"dataset.min_freq=3 \(the checkpoint's: 1\)"),
     ("annotations", r"clean.json is not UTF-8 text \(byte 0xe9"),

@@ -8,12 +8,13 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from t2f.gan_loss import GANLoss
 from t2f.growth import ProgressiveSchedule
-from t2f.losses import AdversarialLoss
 from t2f.nets.layers import upsample2x
 from t2f.nets.stylegan import MappingNetwork, StyleGANGenerator, layers_at_stage
 from t2f.train import train
 from tests.conftest import TINY, TINY_MODEL, compose_config
+from tests.helpers import toy_players
 
 
 def tiny_generator(**kw) -> StyleGANGenerator:
@@ -59,7 +60,7 @@ def test_style_mixing_feeds_latent_a_before_the_crossover_and_b_after():
     seen = record_styles(g)
     za, zb = torch.randn(3, 8), torch.randn(3, 8)
     wa, wb = g.mapping(za), g.mapping(zb)
-    g(za, stage=2, z2=zb, mix_layer=3)
+    g.synthesis(g.styles(za, 2, z2=zb, mix_layer=3), 2)
     assert len(seen) == layers_at_stage(2) == 6
     for i, style in enumerate(seen):
         assert torch.allclose(style, wa if i < 3 else wb), i
@@ -68,7 +69,7 @@ def test_style_mixing_feeds_latent_a_before_the_crossover_and_b_after():
     for seed in range(40):
         torch.manual_seed(seed)
         seen.clear()
-        g(za, stage=1, mixing_prob=1.0)
+        g.synthesis(g.styles(za, 1, mixing_prob=1.0), 1)
         used = layers_at_stage(1)
         assert len(seen) == used
         same = [torch.allclose(s, wa) for s in seen]
@@ -77,7 +78,15 @@ def test_style_mixing_feeds_latent_a_before_the_crossover_and_b_after():
         cuts.add(cut)
     assert cuts == set(range(1, layers_at_stage(1)))
     seen.clear()
-    g(za, stage=2, mixing_prob=0.0)
+    g.style_mixing_prob = 0.0
+    g.train()(za, stage=2)  # the training pass mixes at the generator's style_mixing_prob
+    assert all(torch.allclose(s, wa) for s in seen)
+    g.style_mixing_prob = 1.0
+    seen.clear()
+    g(za, stage=2)
+    assert not all(torch.allclose(s, wa) for s in seen)
+    seen.clear()
+    g.eval().sample(za, stage=2)  # sampling never mixes
     assert all(torch.allclose(s, wa) for s in seen)
 
 
@@ -96,7 +105,7 @@ def test_truncation_psi_zero_gives_the_average_style_and_psi_one_changes_nothing
     per_sample = g.styles(z, stage=2, psi=torch.tensor([1.0, 0.0, 1.0, 0.0]))
     assert torch.allclose(per_sample[0], ws1[0]) and torch.allclose(per_sample[1], ws0[1])
     noise = g.synthesis.make_noise(4, stage=2)
-    assert torch.equal(g(z, 2, psi=1.0, noise=noise), g(z, 2, noise=noise))
+    assert torch.equal(g.sample(z, stage=2, psi=1.0, noise=noise), g(z, stage=2, noise=noise)[0])
 
 
 def test_noise_changes_the_output_only_where_its_scale_is_nonzero():
@@ -104,12 +113,12 @@ def test_noise_changes_the_output_only_where_its_scale_is_nonzero():
     z = torch.randn(2, 8)
     a, b = g.synthesis.make_noise(2, stage=2), g.synthesis.make_noise(2, stage=2)
     assert all(layer.noise.weight.abs().sum() == 0 for layer in g.synthesis.layers)  # init 0
-    assert torch.equal(g(z, 2, noise=a), g(z, 2, noise=b))
+    assert torch.equal(g.sample(z, stage=2, noise=a), g.sample(z, stage=2, noise=b))
     with torch.no_grad():
         g.synthesis.layers[3].noise.weight.fill_(0.5)
     mixed = [b[i] if i != 3 else a[3] for i in range(len(a))]  # b except where the scale is set
-    assert torch.equal(g(z, 2, noise=a), g(z, 2, noise=mixed))
-    assert not torch.allclose(g(z, 2, noise=a), g(z, 2, noise=b))
+    assert torch.equal(g.sample(z, stage=2, noise=a), g.sample(z, stage=2, noise=mixed))
+    assert not torch.allclose(g.sample(z, stage=2, noise=a), g.sample(z, stage=2, noise=b))
 
 
 def test_noise_strength_moves_at_its_learning_rate_multiplier():
@@ -174,7 +183,7 @@ def test_the_stylegan_config_builds_the_papers_critic_and_optimizer_resets(tmp_p
     module = instantiate(cfg.model)
     assert module.discriminator.blur and module.schedule.reset_optimizer
     assert all(block.blur is not None for block in module.discriminator.blocks[1:])
-    plain = instantiate(cfg.model, d_blur=False)
+    plain = instantiate(compose_config(tmp_path, ["model.discriminator.blur=false"], model="stylegan").model)
     assert not plain.discriminator.blur and all(block.blur is None for block in plain.discriminator.blocks[1:])
 
 
@@ -185,22 +194,23 @@ def test_r1_on_a_linear_critic_and_lazy_weighting():
     critic = lambda x, c=None: (x * a).flatten(1).sum(1)  # noqa: E731  grad_x = a for every sample
     real, fake = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
     norm2 = a.square().sum()
-    eager = AdversarialLoss("nonsaturating", r1_gamma=10.0)
-    _, parts = eager.d_loss(critic, real, fake)
+    players = toy_players(critic, fake)
+    eager = GANLoss("nonsaturating", r1_gamma=10.0)
+    _, parts = eager.critic_loss(players, real, {})
     assert parts["r1"].item() == pytest.approx(5.0 * norm2.item(), rel=1e-5)
-    lazy = AdversarialLoss("nonsaturating", r1_gamma=10.0, r1_interval=4)
-    due = [s for s in range(8) if "r1" in lazy.d_loss(critic, real, fake, step=s)[1]]
+    lazy = GANLoss("nonsaturating", r1_gamma=10.0, r1_interval=4)
+    due = [s for s in range(8) if "r1" in lazy.critic_loss(players, real, {}, step=s)[1]]
     assert due == [0, 4]
-    _, parts = lazy.d_loss(critic, real, fake, step=4)
+    _, parts = lazy.critic_loss(players, real, {}, step=4)
     assert parts["r1"].item() == pytest.approx(5.0 * 4 * norm2.item(), rel=1e-5)  # gamma/2 * N
     with pytest.raises(ValueError, match="r1_interval"):
-        AdversarialLoss("nonsaturating", r1_gamma=1.0, r1_interval=0)
+        GANLoss("nonsaturating", r1_gamma=1.0, r1_interval=0)
 
 
 # --- training ------------------------------------------------------------------------------
 
-def _run(tmp_path: Path, overrides: list[str] | None = None):
-    cfg = compose_config(tmp_path, ["trainer.log_every_n_steps=1", *(overrides or [])], model="stylegan")
+def _run(tmp_path: Path, overrides: list[str] | None = None, model: str = "stylegan"):
+    cfg = compose_config(tmp_path, ["trainer.log_every_n_steps=1", *(overrides or [])], model=model)
     return cfg, train(cfg)
 
 
@@ -208,11 +218,11 @@ def test_stylegan_trains_across_stage_switches_and_saves_w_avg(tmp_path):
     cfg, metrics = _run(tmp_path)
     run = Path(cfg.paths.output_dir)
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt["t2f"]["stage"] == 3 and ckpt["t2f"]["images_seen"] >= 80
+    assert ckpt["t2f"]["images_seen"] >= 80 and "stage" not in ckpt["t2f"]  # the stage follows from it
     state = ckpt["state_dict"]
     assert state["generator.w_avg"].abs().sum() > 0  # tracked during training
     assert torch.equal(state["generator_ema.w_avg"], state["generator.w_avg"])
-    assert not any(k.startswith("text_encoder.") for k in state)  # unconditional: no text encoder
+    assert not any(k.startswith("text.") for k in state)  # unconditional: no text component
     sizes = {p.stem.split("_")[-1] for p in (run / "samples").glob("*.png")}
     assert {"4px", "32px"} <= sizes
     assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
@@ -223,6 +233,7 @@ def test_sample_grid_has_untruncated_and_truncated_halves(tmp_path):
     from hydra.utils import instantiate
 
     module = instantiate(cfg.model)
+    module.images_seen = int(module.total_kimg * 1000)  # the last stage, 32 px
     inputs, labels = module.fixed_sample_inputs(16, 4, seed=3)
     assert labels == ["psi=1", "psi=1", "psi=0.7", "psi=0.7"]
     assert torch.equal(inputs["z"][:8], inputs["z"][8:])  # same latents, truncated below
@@ -241,7 +252,9 @@ def test_resume_mid_fade_restores_stage_alpha_and_w_avg(tmp_path):
     first, _ = _run(tmp_path / "a", [LONG_FADE, "trainer.max_steps=6"])  # 3 batches of 8: 8 px fade
     ckpt_path = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
     saved = torch.load(ckpt_path, weights_only=True)
-    assert saved["t2f"]["stage"] == 1 and 0.0 < saved["t2f"]["alpha"] < 1.0
+    schedule = ProgressiveSchedule(32, {4: 0.016, 8: 0.032, 16: 0.024, 32: 0.024}, fade_in_fraction=0.5)
+    at_save = schedule.at(saved["t2f"]["images_seen"] / 1000)
+    assert at_save.stage == 1 and 0.0 < at_save.alpha < 1.0
 
     seen = {}
 
@@ -254,25 +267,24 @@ def test_resume_mid_fade_restores_stage_alpha_and_w_avg(tmp_path):
                             model="stylegan")
     train(second, extra_callbacks=[Probe()])
     images, stage, alpha, w_avg = seen["first"]
-    expected = ProgressiveSchedule(32, {4: 0.016, 8: 0.032, 16: 0.024, 32: 0.024}, fade_in_fraction=0.5).at(images / 1000)
     assert images == saved["t2f"]["images_seen"] == 24
-    assert (stage, alpha) == (expected.stage, expected.alpha) == (1, pytest.approx(saved["t2f"]["alpha"]))
+    assert (stage, alpha) == (at_save.stage, at_save.alpha)
     assert torch.equal(w_avg, saved["state_dict"]["generator.w_avg"])
 
 
 def test_conditional_stylegan_with_lazy_r1_trains_a_few_steps(tmp_path, monkeypatch):
-    import t2f.losses
+    import t2f.gan_loss
 
     calls = []
-    original = t2f.losses.r1_penalty
-    monkeypatch.setattr(t2f.losses, "r1_penalty", lambda *a: calls.append(1) or original(*a))
-    cfg, metrics = _run(tmp_path, ["model.conditional=true", "trainer.max_steps=6",
+    original = t2f.gan_loss.r1_penalty
+    monkeypatch.setattr(t2f.gan_loss, "r1_penalty", lambda *a: calls.append(1) or original(*a))
+    cfg, metrics = _run(tmp_path, ["trainer.max_steps=6",
                                    "model.loss.name=nonsaturating", "model.loss.drift_weight=0",
-                                   "model.loss.r1_gamma=1", "model.loss.r1_interval=2"])
+                                   "model.loss.r1_gamma=1", "model.loss.r1_interval=2"], model="stylegan_text")
     assert len(calls) == 2  # critic steps 0 and 2 of 3: lazy R1
-    assert cfg.model.vocab_size > 20  # filled in by train()
+    assert cfg.model.text.vocab_size > 20  # filled in by train()
     state = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    assert any(k.startswith("text_encoder.") for k in state)
+    assert any(k.startswith("text.encoder.") for k in state)
     assert "generator.mapping.embed.weight" in state
     assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
 
@@ -289,5 +301,5 @@ def test_unconditional_stylegan_needs_no_captions(tmp_path):
                                     "model.schedule.kimg=0.004"],
                          model="stylegan", tiny=False)
     train(cfg)
-    assert cfg.model.vocab_size is None
+    assert cfg.model.text is None
     assert (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").is_file()

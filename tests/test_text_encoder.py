@@ -7,9 +7,8 @@ import math
 import pytest
 import torch
 
-from t2f.losses import kl_divergence
 from t2f.nets.layers import upsample2x
-from t2f.nets.text_encoder import ConditioningAugmentation, T2FGenerator, TextEncoder
+from t2f.nets.text_encoder import ConditioningAugmentation, T2FGenerator, TextEncoder, kl_divergence
 
 VOCAB = 30
 
@@ -126,26 +125,26 @@ def test_t2f_generator():
     )
     emb, z = torch.randn(3, 16), torch.randn(3, 10)
     for stage, res in enumerate([4, 8, 16]):
-        images, mu, logvar = gen(emb, z, stage, 0.5)
+        images, mu, logvar = gen.images(emb, z, stage, 0.5)
         assert images.shape == (3, 3, res, res)
         assert mu.shape == logvar.shape == (3, 6)
     with torch.no_grad():
-        a, mu, _ = gen(emb, z, 1, 0.0, sample=False)
-        b, _, _ = gen(emb, z, 0, 1.0, sample=False)
+        a, mu, _ = gen.images(emb, z, 1, 0.0, sample=False)
+        b, _, _ = gen.images(emb, z, 0, 1.0, sample=False)
         torch.testing.assert_close(a, upsample2x(b), rtol=0, atol=0)
         torch.testing.assert_close(gen.generator(torch.cat([mu, z], 1), 1, 0.0), a)
         # different text -> different images
-        other, _, _ = gen(torch.randn(3, 16), z, 1, 1.0, sample=False)
-        assert not torch.allclose(other, gen(emb, z, 1, 1.0, sample=False)[0])
+        other, _, _ = gen.images(torch.randn(3, 16), z, 1, 1.0, sample=False)
+        assert not torch.allclose(other, gen.images(emb, z, 1, 1.0, sample=False)[0])
     with pytest.raises(ValueError, match="z must have shape"):
-        gen(emb, torch.randn(3, 11), 0)
+        gen.images(emb, torch.randn(3, 11), 0)
 
 
 def test_t2f_end_to_end_gradients():
     enc = TextEncoder(VOCAB, embedding_dim=8, hidden_dim=16)
     gen = T2FGenerator(16, 6, 10, 8, channels=[8, 8])
     tokens, lengths = _pad([[1, 2, 3], [4, 5], [6]], extra=1)
-    images, mu, logvar = gen(enc(tokens, lengths), torch.randn(3, 10), 1, 0.5)
+    images, mu, logvar = gen.images(enc(tokens, lengths), torch.randn(3, 10), 1, 0.5)
     (images.square().mean() + kl_divergence(mu, logvar)).backward()
     for module in (enc, gen):
         for name, p in module.named_parameters():

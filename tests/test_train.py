@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from t2f.conf import CONFIG_DIR
 from t2f.precision import explain_precision, resolve_precision
@@ -17,7 +17,8 @@ from tests.conftest import compose_config
 from tests.helpers import cli_tiny, finite_losses, run_cli
 
 GROUP_OPTIONS = {
-    "model": ["dcgan", "stylegan", "t2f"],
+    "model": ["dcgan", "gan_int_cls", "stylegan", "stylegan_text", "t2f"],
+    "model/text": ["lstm"],
     "dataset": ["synthetic", "celeba", "face2text", "folder"],
     "trainer": ["default", "cpu", "gpu", "ddp", "ddp_cpu", "debug"],
     "logger": ["wandb", "tensorboard", "csv", "none"],
@@ -34,28 +35,33 @@ def test_every_group_option_has_a_test_and_composes(tmp_path):
         assert sorted(options) == on_disk, f"conf/{group} has options this test does not cover"
         for option in options:
             extra = [f"dataset.root={tmp_path}"] if group in ("dataset", "experiment") else []
-            cfg = compose_config(tmp_path, [f"{group}={option}", *extra], tiny=False)
+            model = "t2f" if group == "model/text" else "dcgan"  # the text group lives inside a text model
+            cfg = compose_config(tmp_path, [f"{group}={option}", *extra], model=model, tiny=False)
+            with open_dict(cfg):
+                if cfg.model.text is not None:
+                    cfg.model.text.vocab_size = 40  # train() fills it in from the dataset
             OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
-            assert cfg.model._target_.startswith("t2f.modules.")
+            assert cfg.model._target_ == "t2f.modules.gan.GANModule"
             assert cfg.trainer._target_ == "pytorch_lightning.Trainer"
 
 
 def test_experiment_overrides_defaults(tmp_path):
     cfg = compose_config(tmp_path, ["experiment=dcgan_synthetic64"], tiny=False)
-    assert cfg.dataset.resolution == 64 and cfg.model.resolution == 64
-    assert cfg.model.loss.name == "wgan_gp" and cfg.model.d_norm == "layer"
-    original = compose_config(tmp_path, ["experiment=t2f_original", "dataset.root=/x"], tiny=False)
+    assert cfg.dataset.resolution == 64 and cfg.model.generator.resolution == 64
+    assert cfg.model.loss.name == "wgan_gp" and cfg.model.discriminator.norm == "layer"
+    original = compose_config(tmp_path, ["experiment=t2f_original", "dataset.root=/x"], model="t2f", tiny=False)
     assert original.dataset._target_.endswith("Face2TextDataModule")
     assert original.dataset.batch_size == 16 and original.model.optimizer_g.lr == 0.001
     from t2f.growth import ProgressiveSchedule
 
     schedule = {**original.model.schedule, "images_per_epoch": 1000}  # 160 epochs of 1000 images
-    assert ProgressiveSchedule(64, **schedule).kimg_per_stage == [160, 80, 40, 20, 10]  # as published
+    del schedule["_target_"]
+    assert ProgressiveSchedule(**schedule).kimg_per_stage == [160, 80, 40, 20, 10]  # as published
 
 
 @pytest.mark.parametrize("loss", ["nonsaturating", "hinge", "wgan_gp"])
 def test_short_dcgan_training_writes_run_directory(tmp_path, loss):
-    extra = ["model.d_norm=layer"] if loss == "wgan_gp" else []
+    extra = ["model.discriminator.norm=layer"] if loss == "wgan_gp" else []
     cfg = compose_config(tmp_path, [f"model.loss.name={loss}", "+logger.csv.flush_logs_every_n_steps=1",
                                     "trainer.log_every_n_steps=1", *extra])
     metrics = train(cfg)
@@ -134,8 +140,8 @@ def test_missing_checkpoint_is_explained(tmp_path):
 
 
 def test_wgan_gp_with_batchnorm_critic_is_refused(tmp_path):
-    cfg = compose_config(tmp_path, ["model.loss.name=wgan_gp", "model.d_norm=batch"])
-    with pytest.raises(Exception, match="set model.d_norm=layer"):
+    cfg = compose_config(tmp_path, ["model.loss.name=wgan_gp", "model.discriminator.norm=batch"])
+    with pytest.raises(Exception, match="set model.discriminator.norm=layer"):
         train(cfg)
 
 

@@ -17,17 +17,12 @@ from t2f.growth import StagePlan
 from t2f.utils import format_duration, rank_zero_print, text_table
 
 
-def module_resolution(module: Any) -> int:
-    """The resolution a module trains at now (a progressive one's current stage)."""
-    return int(getattr(module, "resolution", None) or module.hparams.get("resolution", 0))
-
-
 def run_plan(module: Any, batch_size: int) -> list[StagePlan]:
     """Stages of a progressive module (its schedule's plan, the dataset's batch size where the
     schedule names none), else one stage at the module's resolution for its whole length."""
     schedule = getattr(module, "schedule", None)
     if schedule is None:
-        return [StagePlan(0, module_resolution(module), 0.0, 0.0, module.total_kimg, batch_size, None)]
+        return [StagePlan(0, module.resolution, 0.0, 0.0, module.total_kimg, batch_size, None)]
     return [
         StagePlan(s.stage, s.resolution, s.start_kimg, s.fade_kimg, s.stable_kimg,
                   s.batch_size or batch_size, s.lr)
@@ -99,7 +94,7 @@ class RunPlan(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         now, images = time.perf_counter(), pl_module.images_seen
-        resolution = module_resolution(pl_module)
+        resolution = pl_module.resolution
         if self._window is None or self._window[2] != resolution:
             self._window, self._reported = (now, images, resolution), False  # timed from here: no warm-up
             return

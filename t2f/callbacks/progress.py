@@ -18,7 +18,6 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks.progress.progress_bar import ProgressBar
 from tqdm.auto import tqdm
 
-from t2f.callbacks.plan import module_resolution
 from t2f.utils import format_duration
 
 SHOWN_LOSSES = ("loss/d", "loss/g")
@@ -117,7 +116,7 @@ class KimgProgressBar(ProgressBar):
         """``32 px a=0.42 | 120.3 img/s, 8.3 s/kimg | ETA 1:02:03 | loss/d 1.234 loss/g 0.567``."""
         parts = []
         if getattr(pl_module, "schedule", None) is not None:
-            parts.append(f"{module_resolution(pl_module)} px a={float(getattr(pl_module, 'alpha', 1.0)):.2f}")
+            parts.append(f"{pl_module.resolution} px a={pl_module.alpha:.2f}")
         if self._rate > 0:
             left = max(pl_module.total_kimg * 1000 - pl_module.images_seen, 0) / self._rate
             parts.append(f"{self._rate:.1f} img/s, {1000 / self._rate:.1f} s/kimg")

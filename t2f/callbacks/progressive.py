@@ -1,9 +1,10 @@
 """Progressive growing (ProGAN): the callback that applies the growth schedule.
 
-The schedule (``t2f.growth.ProgressiveSchedule``) is a pure function of images seen;
-``ProgressiveGrowing`` applies it to any module exposing ``schedule``, ``stage`` and ``alpha``
-(T2F, StyleGAN): stage, alpha, the stage's learning rate and batch size, and (with
-``schedule.reset_optimizer``) fresh optimizer state at each phase. For other modules it does nothing.
+The schedule (``t2f.growth.ProgressiveSchedule``) is a pure function of images seen, and the
+module reads its stage and fade-in from it itself. ``ProgressiveGrowing`` applies what crosses
+into the trainer: the stage's learning rate and batch size, and (with
+``schedule.reset_optimizer``) fresh optimizer state at each phase. For a module without a
+schedule it does nothing.
 """
 
 from __future__ import annotations
@@ -57,9 +58,6 @@ class ProgressiveGrowing(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            *args: Any) -> None:
-        schedule = self._schedule(pl_module)
-        if schedule is not None:  # so that checkpoints hold the stage of the images seen
-            self._apply(trainer, pl_module, schedule.at(pl_module.kimg))
         if self.state is not None:
             pl_module.log_dict(
                 {"res": float(self.state.resolution), "alpha": self.state.alpha}, prog_bar=True
@@ -67,7 +65,6 @@ class ProgressiveGrowing(pl.Callback):
 
     def _apply(self, trainer: pl.Trainer, pl_module: pl.LightningModule, state: StageState,
                initial: bool = False) -> None:
-        pl_module.stage, pl_module.alpha = state.stage, state.alpha
         changed = self.state is None or self.state.stage != state.stage
         self.state = state
         if not changed:
@@ -88,12 +85,8 @@ class ProgressiveGrowing(pl.Callback):
             _set_learning_rate(trainer, schedule.learning_rate(self.state.stage))
 
     def state_dict(self) -> dict[str, Any]:
-        if self.state is None:
-            return {}
-        state = {"stage": self.state.stage, "resolution": self.state.resolution, "alpha": self.state.alpha}
-        if self.trained_phase is not None:
-            state["trained_phase"] = list(self.trained_phase)
-        return state
+        """Only the phase last trained: the stage follows from the module's images seen."""
+        return {} if self.trained_phase is None else {"trained_phase": list(self.trained_phase)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         phase = state_dict.get("trained_phase")  # absent in older checkpoints: no reset on resume

@@ -68,7 +68,7 @@ from t2f.metrics.inception import (
 )
 from t2f.metrics.protocol import Protocol, cached_real_statistics
 from t2f.metrics.swd import SlicedWassersteinDistance
-from t2f.utils import progress
+from t2f.utils import progress, select_inputs
 
 __all__ = ["DatasetIdentity", "Evaluation", "MetricSuite", "dataset_identity"]
 
@@ -281,13 +281,12 @@ class MetricSuite:
             ema = getattr(module, "generator_ema", None)
             for buffer in ema.buffers() if ema is not None else ():
                 torch.distributed.broadcast(buffer, src=0)
-        text = hasattr(module, "encode_captions") and getattr(datamodule, "vocab", None) is not None
+        text = getattr(module, "text", None) is not None and getattr(datamodule, "vocab", None) is not None
         captions = datamodule.sample_captions(m, seed=seed) if text else None
         latents = module.sample_inputs(m, {}, generator=torch.Generator().manual_seed(seed))
 
         def generate(start: int, stop: int) -> Tensor:
-            inputs = {k: v[start:stop] if torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == m else v
-                      for k, v in latents.items()}
+            inputs = select_inputs(latents, slice(start, stop))
             if captions is not None:
                 inputs.update(module.encode_captions(captions[start:stop], datamodule.vocab))
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -440,7 +439,7 @@ class MetricSuite:
         opts, device = self.diversity, module.device
         k, per = int(opts["captions"]), int(opts["per_caption"])
         net, _, clf_proto, _ = self._classifier(task, datamodule, ident, res, device)
-        text = hasattr(module, "encode_captions") and getattr(datamodule, "vocab", None) is not None
+        text = getattr(module, "text", None) is not None and getattr(datamodule, "vocab", None) is not None
         captions = datamodule.sample_captions(k, seed=seed + 1) if text else None
         targets = task.targets(captions) if text else torch.full((k, len(task.names)), -1, dtype=torch.long)
         real_set = _split(datamodule, self.real_split)
@@ -455,8 +454,7 @@ class MetricSuite:
         if self.swd is not None and res >= self.swd["min_resolution"]:
             swd = SlicedWassersteinDistance(**self.swd, seed=0).to(device)
         for c in range(rank, k, world):
-            inputs = {n: v[c * per:(c + 1) * per] if torch.is_tensor(v) and v.dim() and v.shape[0] == k * per else v
-                      for n, v in latents.items()}
+            inputs = select_inputs(latents, slice(c * per, (c + 1) * per))
             if captions is not None:
                 inputs.update(module.encode_captions([captions[c]] * per, datamodule.vocab))
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):

@@ -104,9 +104,10 @@ def resolve_channels(
     return [max(1, min(int(fmap_base) // 2 ** (k + 1), int(fmap_max))) for k in range(n)]
 
 
-def _check_stage_alpha(stage: int, alpha: float, n: int) -> tuple[int, float]:
-    stage_i = int(stage)
-    if stage_i != stage or not 0 <= stage_i < n:
+def _check_stage_alpha(stage: int | None, alpha: float, n: int) -> tuple[int, float]:
+    """``stage`` None is the last stage (the full resolution)."""
+    stage_i = n - 1 if stage is None else int(stage)
+    if (stage is not None and stage_i != stage) or not 0 <= stage_i < n:
         raise ValueError(f"stage must be an int in [0, {n - 1}], got {stage!r}")
     alpha_f = float(alpha)
     if not 0.0 <= alpha_f <= 1.0:
@@ -375,7 +376,7 @@ class ProGANDiscriminator(nn.Module):
     def forward(
         self,
         image: torch.Tensor,
-        stage: int,
+        stage: int | None = None,
         alpha: float = 1.0,
         condition: torch.Tensor | None = None,
     ) -> torch.Tensor:
@@ -406,7 +407,7 @@ class ProGANDiscriminator(nn.Module):
             raise ValueError("this critic was built with embed_dim=0: it has no image embedding")
         return self.image_embed(features.flatten(1))
 
-    def features(self, image: torch.Tensor, stage: int, alpha: float = 1.0) -> torch.Tensor:
+    def features(self, image: torch.Tensor, stage: int | None = None, alpha: float = 1.0) -> torch.Tensor:
         """The 4x4 features ``(B, channels[0], 4, 4)`` that enter the final block.
 
         With ``alpha < 1`` (stage > 0) the features entering block ``k-1`` are

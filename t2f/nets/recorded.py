@@ -59,8 +59,12 @@ _GENERATORS: dict[str, type[GeneratorNet]] = {}
 
 
 class GeneratorNet(RecordedNet):
-    """What every generator tells the tools: its family and the size of its latent ``z``.
+    """The face every generator shares, for training and for the tools.
 
+    ``forward(z, condition=None, *, stage=None, alpha=1.0, noise=None) -> (images, aux)`` is the
+    training pass: images and the generator's auxiliary loss terms, weighted (T2F's KL; ``{}``
+    for most). ``sample`` is the inference pass (truncation, no training-time randomness beyond
+    ``noise``). ``stage`` None is the full resolution; non-growing generators ignore it.
     Capabilities beyond sampling are asked of the network itself (StyleGAN's ``styles`` for
     style mixing), never of the family name.
     """
@@ -69,9 +73,10 @@ class GeneratorNet(RecordedNet):
     latent_dim: int  # an attribute or property of every generator
     text_conditional: bool = False  # whether sampling needs a caption embedding
 
-    def sampling_noise(self, n: int, generator: torch.Generator, device: torch.device | str
+    def sampling_noise(self, n: int, generator: torch.Generator | None, device: torch.device | str
                        ) -> list[Tensor] | None:
-        """The per-image randomness besides ``z`` that a fixed seed must fix (None: there is none)."""
+        """The per-image randomness besides ``z`` that a fixed seed must fix (None: there is none);
+        drawn with the CPU ``generator`` when given, else on ``device``."""
         return None
 
     def sample(self, z: Tensor, condition: Tensor | None = None, *, stage: int | None = None, alpha: float = 1.0,
@@ -87,11 +92,15 @@ class GeneratorNet(RecordedNet):
 
 
 def generator_classes() -> dict[str, type[GeneratorNet]]:
-    """Every registered generator class by its path (``t2f.nets.dcgan.DCGANGenerator``)."""
-    import t2f.nets.dcgan  # noqa: F401  (registers the built-in generators)
-    import t2f.nets.stylegan  # noqa: F401
-    import t2f.nets.text_encoder  # noqa: F401
+    """Every generator class of ``t2f.nets`` by its path (``t2f.nets.dcgan.DCGANGenerator``): each
+    file of the package is imported, so a new network file registers itself."""
+    import importlib
+    import pkgutil
 
+    import t2f.nets
+
+    for info in pkgutil.iter_modules(t2f.nets.__path__):
+        importlib.import_module(f"t2f.nets.{info.name}")
     return dict(_GENERATORS)
 
 

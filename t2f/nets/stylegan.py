@@ -237,12 +237,14 @@ class SynthesisNetwork(nn.Module):
                    device: torch.device | str | None = None) -> list[Tensor]:
         """One noise map per layer (all layers up to ``stage``, by default all), e.g. for fixed grids."""
         n = self.num_layers if stage is None else layers_at_stage(stage)
+        on = None if generator is not None else device  # a seeded CPU generator draws on the CPU
         return [
-            torch.randn(batch_size, 1, r, r, generator=generator).to(device or "cpu")
+            torch.randn(batch_size, 1, r, r, generator=generator, device=on).to(device or "cpu")
             for r in (self.layer_resolution(i) for i in range(n))
         ]
 
-    def forward(self, ws: Tensor, stage: int, alpha: float = 1.0, noise: Sequence[Tensor] | None = None) -> Tensor:
+    def forward(self, ws: Tensor, stage: int | None = None, alpha: float = 1.0,
+                noise: Sequence[Tensor] | None = None) -> Tensor:
         stage, alpha = _check_stage_alpha(stage, alpha, self.num_stages)
         used = layers_at_stage(stage)
         if ws.dim() != 3 or ws.shape[1] < used or ws.shape[2] != self.w_dim:
@@ -265,9 +267,11 @@ class SynthesisNetwork(nn.Module):
 class StyleGANGenerator(GeneratorNet):
     """Mapping + synthesis, with style mixing, the tracked average ``w`` and truncation.
 
-    ``forward(z, stage, alpha, ...)`` returns images; see :meth:`styles` for how the per-layer
-    styles are made. In training mode each forward moves ``w_avg`` towards the batch mean of
-    ``w``: ``w_avg <- lerp(mean(w), w_avg, w_avg_beta)``.
+    ``forward(z, condition, stage=, alpha=, noise=)`` is the training pass: images (and no
+    auxiliary loss terms), with style mixing regularisation at ``style_mixing_prob`` in training
+    mode; :meth:`sample` truncates (layers below ``truncation_cutoff``, None: all) and never mixes.
+    See :meth:`styles` for how the per-layer styles are made. In training mode each pass moves
+    ``w_avg`` towards the batch mean of ``w``: ``w_avg <- lerp(mean(w), w_avg, w_avg_beta)``.
     """
 
     family = "stylegan"
@@ -276,15 +280,17 @@ class StyleGANGenerator(GeneratorNet):
     def text_conditional(self) -> bool:
         return self.mapping.condition_dim > 0
 
-    def sampling_noise(self, n: int, generator: torch.Generator, device: torch.device | str) -> list[Tensor]:
+    def sampling_noise(self, n: int, generator: torch.Generator | None, device: torch.device | str
+                       ) -> list[Tensor]:
         """One noise map per layer and image."""
         return self.synthesis.make_noise(n, generator=generator, device=device)
 
     def sample(self, z: Tensor, condition: Tensor | None = None, *, stage: int | None = None, alpha: float = 1.0,
-               psi: float = 1.0, noise: Sequence[Tensor] | None = None, truncation_cutoff: int | None = None
+               psi: float | Tensor = 1.0, noise: Sequence[Tensor] | None = None, truncation_cutoff: int | None = None
                ) -> Tensor:
-        return self(z, stage, alpha, condition=condition, noise=noise, psi=psi, truncation_cutoff=truncation_cutoff,
-                    mix_layer=None, z2=None)
+        cutoff = self.truncation_cutoff if truncation_cutoff is None else truncation_cutoff
+        ws = self.styles(z, stage, condition, psi=psi, truncation_cutoff=cutoff)
+        return self.synthesis(ws, stage, alpha, noise)
 
     @property
     def latent_dim(self) -> int:
@@ -305,8 +311,16 @@ class StyleGANGenerator(GeneratorNet):
         w_avg_beta: float = 0.995,
         out_channels: int = 3,
         noise_lr_multiplier: float = 1.0,
+        style_mixing_prob: float = 0.9,
+        truncation_cutoff: int | None = 8,
     ) -> None:
         super().__init__()
+        if not 0.0 <= style_mixing_prob <= 1.0:
+            raise ValueError(f"model.generator.style_mixing_prob={style_mixing_prob} must be in [0, 1]")
+        if not 0.0 <= w_avg_beta < 1.0:
+            raise ValueError(f"model.generator.w_avg_beta={w_avg_beta} must be in [0, 1)")
+        self.style_mixing_prob = float(style_mixing_prob)
+        self.truncation_cutoff = None if truncation_cutoff is None else int(truncation_cutoff)
         self.z_dim, self.w_dim = int(z_dim), int(w_dim)
         self.w_avg_beta = float(w_avg_beta)
         self.mapping = MappingNetwork(z_dim, w_dim, mapping_layers, mapping_lr_multiplier, condition_dim, embed_dim)
@@ -322,7 +336,7 @@ class StyleGANGenerator(GeneratorNet):
     def styles(
         self,
         z: Tensor,
-        stage: int,
+        stage: int | None,
         condition: Tensor | None = None,
         mixing_prob: float = 0.0,
         z2: Tensor | None = None,
@@ -347,7 +361,7 @@ class StyleGANGenerator(GeneratorNet):
         if update:
             self.update_w_avg(w)
         ws = w[:, None].repeat(1, self.num_layers, 1)
-        used = layers_at_stage(stage)
+        used = layers_at_stage(self.synthesis.num_stages - 1 if stage is None else stage)
         if mix_layer is None and mixing_prob > 0 and used > 1 and float(torch.rand(())) < mixing_prob:
             mix_layer = int(torch.randint(1, used, ()))
         if mix_layer is not None:
@@ -361,15 +375,8 @@ class StyleGANGenerator(GeneratorNet):
             ws[:, :cutoff] = self.w_avg.to(ws.dtype).lerp(ws[:, :cutoff], psi_t)
         return ws
 
-    def forward(
-        self,
-        z: Tensor,
-        stage: int,
-        alpha: float = 1.0,
-        condition: Tensor | None = None,
-        noise: Sequence[Tensor] | None = None,
-        **style_kwargs: object,
-    ) -> Tensor:
-        ws = self.styles(z, stage, condition, **style_kwargs)
-        return self.synthesis(ws, stage, alpha, noise)
+    def forward(self, z: Tensor, condition: Tensor | None = None, *, stage: int | None = None, alpha: float = 1.0,
+                noise: Sequence[Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        ws = self.styles(z, stage, condition, mixing_prob=self.style_mixing_prob if self.training else 0.0)
+        return self.synthesis(ws, stage, alpha, noise), {}
 

@@ -5,8 +5,8 @@
   so padding never changes it.
 * :class:`ConditioningAugmentation` -- StackGAN's conditioning augmentation (Zhang et
   al. 2017): the text embedding parameterises ``N(mu, diag(exp(logvar)))`` from which the
-  condition is sampled with the reparameterisation trick; :func:`t2f.losses.kl_divergence` is the
-  matching regulariser towards ``N(0, I)``.
+  condition is sampled with the reparameterisation trick; :func:`kl_divergence` is the
+  matching regulariser towards ``N(0, I)``, which the generator returns as its auxiliary loss.
 * :class:`T2FGenerator` -- conditioning augmentation + ProGAN generator on ``cat(c, z)``.
   The text encoder stays a separate module (the LightningModule holds it).
 """
@@ -22,7 +22,12 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from t2f.nets.progan import ProGANGenerator
 from t2f.nets.recorded import GeneratorNet, RecordedNet
 
-__all__ = ["ConditioningAugmentation", "T2FGenerator", "TextEncoder"]
+__all__ = ["ConditioningAugmentation", "T2FGenerator", "TextEncoder", "kl_divergence"]
+
+
+def kl_divergence(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)), summed over dimensions, mean over the batch."""
+    return 0.5 * (logvar.exp() + mu.pow(2) - 1.0 - logvar).sum(dim=1).mean()
 
 
 class TextEncoder(RecordedNet):
@@ -128,23 +133,28 @@ class T2FGenerator(GeneratorNet):
         max_resolution, channels, fmap_base, fmap_max, out_channels: passed to
             :class:`~t2f.nets.progan.ProGANGenerator` (latent size ``condition_dim + noise_dim``).
 
-    ``forward(text_embedding, z, stage, alpha=1.0, sample=True, eps=None) -> (images, mu, logvar)``
-    (``sample``/``eps``: see :class:`ConditioningAugmentation`);
-    images are unbounded like ProGAN's.
+        kl_weight: weight of the conditioning augmentation's KL term, the auxiliary loss that
+            ``forward`` returns (StackGAN's 1.0; T2F's CPU default 0.05).
+
+    ``forward(z, condition, stage=, alpha=, noise=[eps]) -> (images, {"kl": weighted KL})`` with a
+    fresh conditioning-augmentation draw unless ``noise`` holds one; images are unbounded like ProGAN's.
     """
 
     family = "t2f"
     text_conditional = True
 
-    def sampling_noise(self, n: int, generator: torch.Generator, device: torch.device | str) -> list[Tensor]:
+    def sampling_noise(self, n: int, generator: torch.Generator | None, device: torch.device | str
+                       ) -> list[Tensor]:
         """One conditioning-augmentation draw per image (part of a face's variety, as in training)."""
-        return [torch.randn(n, self.condition_dim, generator=generator).to(device)]
+        return [torch.randn(n, self.condition_dim, generator=generator, device=None if generator else device)
+                .to(device)]
 
     def sample(self, z: Tensor, condition: Tensor | None = None, *, stage: int | None = None, alpha: float = 1.0,
                psi: float = 1.0, noise: Sequence[Tensor] | None = None, truncation_cutoff: int | None = None
                ) -> Tensor:
+        """Without ``noise`` the condition is the augmentation's mean (``c = mu``)."""
         eps = None if noise is None else noise[0] * psi  # psi pulls both z and the CA draw towards the mean
-        return self(condition, z * psi, stage, alpha, sample=eps is not None, eps=eps)[0]
+        return self.images(condition, z * psi, stage, alpha, sample=eps is not None, eps=eps)[0]
 
     @property
     def latent_dim(self) -> int:
@@ -160,8 +170,12 @@ class T2FGenerator(GeneratorNet):
         fmap_base: int = 8192,
         fmap_max: int = 512,
         out_channels: int = 3,
+        kl_weight: float = 1.0,
     ) -> None:
         super().__init__()
+        if not kl_weight >= 0:
+            raise ValueError(f"model.generator.kl_weight={kl_weight} must be >= 0")
+        self.kl_weight = float(kl_weight)
         self.text_dim = int(text_dim)
         self.condition_dim = int(condition_dim)
         self.noise_dim = int(noise_dim)
@@ -178,15 +192,24 @@ class T2FGenerator(GeneratorNet):
         self.num_stages = self.generator.num_stages
         self.resolutions = self.generator.resolutions
 
-    def forward(
+    def forward(self, z: Tensor, condition: Tensor | None = None, *, stage: int | None = None, alpha: float = 1.0,
+                noise: Sequence[Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """Training pass: images and the weighted KL of the conditioning augmentation."""
+        if condition is None:
+            raise ValueError("the T2F generator is text-conditional: pass the caption embedding")
+        images, mu, logvar = self.images(condition, z, stage, alpha, eps=None if noise is None else noise[0])
+        return images, {"kl": self.kl_weight * kl_divergence(mu, logvar)}
+
+    def images(
         self,
         text_embedding: torch.Tensor,
         z: torch.Tensor,
-        stage: int,
+        stage: int | None = None,
         alpha: float = 1.0,
         sample: bool = True,
         eps: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(images, mu, logvar)`` (``sample``/``eps``: see :class:`ConditioningAugmentation`)."""
         if z.dim() != 2 or z.shape != (text_embedding.shape[0], self.noise_dim):
             raise ValueError(
                 f"z must have shape ({text_embedding.shape[0]}, {self.noise_dim}), got {tuple(z.shape)}"

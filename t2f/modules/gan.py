@@ -1,15 +1,18 @@
-"""The generic GAN training step that every model reuses (manual optimization).
+"""The one GAN module every model is a configuration of (manual optimization).
 
-One batch of real images = one critic step; every ``d_steps_per_g`` batches the
-generator takes a step, then the EMA generator follows it. Training length is
-counted in images seen (``images_seen``, summed over all ranks), never in steps.
-Subclasses own their networks and say how to score real and fake images.
+It receives its parts from the config (``model.generator``, ``model.discriminator``,
+``model.loss``, and optionally ``model.text`` and ``model.schedule``) and owns nothing
+model-specific: one batch of real images = one critic step; every ``d_steps_per_g`` batches the
+generator takes a step, then the EMA generator follows it. The loss object runs the networks
+(:class:`t2f.gan_loss.GANLoss`); the text component encodes captions
+(:class:`t2f.modules.text.TextConditioner`); a progressive schedule
+(:class:`t2f.growth.ProgressiveSchedule`) gives the stage and fade-in from the images seen,
+which the module reads itself. Training length is counted in images seen (``images_seen``,
+summed over all ranks), never in steps.
 
 With ``model.augment`` (t2f.augment) every image the critic scores goes through the same
 random differentiable transformations first: real and fake in the critic step, fake in the
-generator step, after real images are brought to the stage's resolution (a matching-aware
-critic scores the same augmented real images under the mismatched captions). The critic's
-penalties (WGAN-GP, R1) are taken at the augmented images, the points the critic scores.
+generator step, after real images are brought to the stage's resolution.
 """
 
 from __future__ import annotations
@@ -28,46 +31,62 @@ from torch import Tensor, nn
 
 from t2f.augment import build_augment
 from t2f.compiling import compile_for_training
-from t2f.losses import AdversarialLoss
+from t2f.data.vocab import Vocabulary
+from t2f.gan_loss import GANLoss, Players
+from t2f.growth import ProgressiveSchedule, StageState, fade_real
+from t2f.modules.text import TextConditioner
+from t2f.utils import select_inputs
 
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 class GANModule(pl.LightningModule):
-    """Base LightningModule: subclasses set ``self.generator`` and ``self.discriminator``.
+    """Generator, critic, loss, and optional text component and growth schedule, from the config.
 
-    Subclass API: ``sample_inputs`` (latents + conditions -> generator inputs) and
-    ``synthesize`` (inputs -> images in [-1, 1]); conditional models add ``conditions``,
-    ``critic_condition``, ``critic_trunk``/``critic_head`` and ``mismatched_condition``; ``extra_d_terms`` and
-    ``extra_g_terms`` add critic and generator loss terms.
+    Sampling inputs (:meth:`sample_inputs`, :meth:`fixed_sample_inputs`, :meth:`generate`) are a
+    dict: ``z`` (B, latent_dim), ``noise`` (the generator's other per-image randomness, e.g.
+    StyleGAN's noise maps or T2F's conditioning-augmentation draw), ``psi`` (truncation: a float
+    or one per sample), and for text-conditional models ``text_embedding`` or ``caption`` +
+    ``caption_length``.
     """
-
-    generator: nn.Module
-    discriminator: nn.Module
 
     def __init__(
         self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        loss: GANLoss | None = None,
+        text: TextConditioner | None = None,
+        schedule: ProgressiveSchedule | None = None,
         optimizer_g: Callable[..., torch.optim.Optimizer] | None = None,
         optimizer_d: Callable[..., torch.optim.Optimizer] | None = None,
-        loss: dict[str, Any] | None = None,
         d_steps_per_g: int = 1,
-        total_kimg: float = 100.0,
+        total_kimg: float | None = None,
         ema_half_life_kimg: float | str = "auto",
         ema_rampup: float | None = 0.05,
         ema_norm_samples: int = 1024,
         channels_last: bool = True,
         augment: dict[str, Any] | None = None,
         compile: bool = False,
+        truncation_psi: float = 1.0,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
+        self.generator = generator
+        self.discriminator = discriminator
+        self.text = text
+        self.loss = loss or GANLoss()
+        self.schedule = schedule
+        check_parts(generator, discriminator, self.loss, text)
         if d_steps_per_g < 1:
             raise ValueError(f"model.d_steps_per_g={d_steps_per_g} must be >= 1")
-        if total_kimg <= 0:
+        if schedule is not None and total_kimg is not None:
+            raise ValueError("model.total_kimg is the sum of model.schedule.kimg for a progressive model: "
+                             "leave it null and lengthen the schedule")
+        total_kimg = schedule.total_kimg if schedule is not None else total_kimg
+        if total_kimg is None or not total_kimg > 0:
             raise ValueError(f"model.total_kimg={total_kimg} must be positive")
         self.optimizer_g = check_optimizer("optimizer_g", optimizer_g or torch.optim.Adam)
         self.optimizer_d = check_optimizer("optimizer_d", optimizer_d or torch.optim.Adam)
-        self.adversarial = AdversarialLoss(**dict(loss or {}))
         self.d_steps_per_g = int(d_steps_per_g)
         self.total_kimg = float(total_kimg)
         if ema_half_life_kimg != "auto" and not float(ema_half_life_kimg) > 0:
@@ -79,18 +98,49 @@ class GANModule(pl.LightningModule):
         self.channels_last = bool(channels_last)
         self.compile_networks = bool(compile)
         self.augment = build_augment(augment)  # None: the critic sees images as they are
+        if not 0.0 <= truncation_psi <= 1.0:
+            raise ValueError(f"model.truncation_psi={truncation_psi} must be in [0, 1]")
+        self.truncation_psi = float(truncation_psi)
         self.images_seen = 0
         self.batches_seen = 0
         self.run_config: dict[str, Any] | None = None  # set by t2f.train, stored in checkpoints
         self.end_epoch_early = False  # set by callbacks that need a new data loader
+        self.init_ema()
+
+    # --- growth -----------------------------------------------------------------------------
+    @property
+    def growth(self) -> StageState | None:
+        """The stage and fade-in of the images seen (None: the model does not grow)."""
+        return None if self.schedule is None else self.schedule.at(self.kimg)
+
+    @property
+    def stage(self) -> int | None:
+        state = self.growth
+        return None if state is None else state.stage
+
+    @property
+    def alpha(self) -> float:
+        state = self.growth
+        return 1.0 if state is None else state.alpha
+
+    @property
+    def resolution(self) -> int:
+        """The resolution the generator draws now."""
+        state = self.growth
+        return int(self.generator.resolution) if state is None else state.resolution
+
+    @property
+    def kimg(self) -> float:
+        return self.images_seen / 1000.0
 
     # --- networks ---------------------------------------------------------------------------
     def init_ema(self) -> None:
-        """Call at the end of a subclass's __init__, once ``self.generator`` exists."""
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
-        # Batch-norm statistics belong to the weights they were measured with: the EMA
-        # generator's are computed from its own passes (refresh_ema_norms), never copied.
-        norms = {name: m for name, m in self.generator_ema.named_modules() if isinstance(m, BATCH_NORMS)}
+        # Batch-norm statistics belong to the weights they were measured with: the EMA generator's
+        # are computed from its own passes (refresh_ema_norms), never copied. A text-conditional
+        # generator's would need captions to draw with, so its are copied like other buffers.
+        own = not getattr(self.generator, "text_conditional", False)
+        norms = {name: m for name, m in self.generator_ema.named_modules() if own and isinstance(m, BATCH_NORMS)}
         self._ema_norms = list(norms.values())
         self._ema_copied_buffers = [name for name, _ in self.generator.named_buffers()
                                     if name.rpartition(".")[0] not in norms]
@@ -102,16 +152,18 @@ class GANModule(pl.LightningModule):
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
         if self.compile_networks:
-            rank_zero_info(f"model.compile: {compile_for_training(self.generator, self.discriminator, self.adversarial)}")
+            rank_zero_info(f"model.compile: {compile_for_training(self.generator, self.discriminator, self.loss)}")
 
-    def conditions(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """What the networks are conditioned on for this batch (e.g. a text embedding)."""
-        return {}
+    def players(self, state: StageState | None = None) -> Players:
+        """The networks one training step plays with, at growth ``state``."""
+        return Players(self.generator, self.discriminator, self.text, self.augment,
+                       None if state is None else state.stage, 1.0 if state is None else state.alpha)
 
-    def sample_inputs(self, batch_size: int, conditions: dict[str, Any] | None = None,
-                      generator: torch.Generator | None = None) -> dict[str, Any]:
-        """Generator inputs (latents plus the conditions) for ``batch_size`` fakes."""
-        raise NotImplementedError
+    def conditions(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """What the batch's captions give the losses (nothing for an unconditional model)."""
+        if self.text is None:
+            return {}
+        return self.text.conditions(batch["caption"], batch["caption_length"])
 
     def gaussian(self, n: int, dim: int, generator: torch.Generator | None = None) -> Tensor:
         """N(0, I) latents on this module's device; a CPU ``generator`` makes them reproducible."""
@@ -119,48 +171,33 @@ class GANModule(pl.LightningModule):
             return torch.randn(n, dim, device=self.device)
         return torch.randn(n, dim, generator=generator).to(self.device)
 
-    def synthesize(self, net: nn.Module, inputs: dict[str, Any]) -> Tensor:
-        """Images from generator inputs, using ``net`` (the generator or its EMA).
+    def sample_inputs(self, batch_size: int, conditions: dict[str, Any] | None = None,
+                      generator: torch.Generator | None = None) -> dict[str, Any]:
+        """Sampling inputs for ``batch_size`` images; a CPU ``generator`` fixes all their randomness."""
+        inputs = {**(conditions or {}), "z": self.gaussian(batch_size, self.generator.latent_dim, generator)}
+        noise = self.generator.sampling_noise(batch_size, generator, self.device)
+        if noise is not None:
+            inputs["noise"] = noise
+        return inputs
 
-        May add by-products to ``inputs`` (e.g. conditioning-augmentation statistics) for
-        ``extra_g_terms`` to use.
-        """
-        raise NotImplementedError
+    def encode_captions(self, captions: list[str], vocab: Vocabulary) -> dict[str, Tensor]:
+        """Sampling inputs for captions (token ids and lengths)."""
+        if self.text is None:
+            raise ValueError("this model is unconditional: it takes no captions")
+        return self.text.encode_captions(captions, vocab, self.device)
 
-    def generator_step_conditions(self, conditions: dict[str, Any]) -> dict[str, Any]:
-        """The conditions the generator step draws its fakes under (default: the batch's; T2F's
-        mode-seeking term pairs two fakes per caption)."""
-        return conditions
+    def draw(self, net: nn.Module, inputs: dict[str, Any]) -> Tensor:
+        """Images (unclamped) of ``net`` (the generator or its EMA) for sampling inputs."""
+        noise = inputs.get("noise")
+        if noise is not None:
+            noise = [m.to(self.device) for m in noise]
+        condition = None if self.text is None else self.text.embed(inputs)
+        return net.sample(inputs["z"], condition, stage=self.stage, alpha=self.alpha, psi=inputs.get("psi", 1.0),
+                          noise=noise)
 
-    def critic_condition(self, conditions: dict[str, Any]) -> Tensor | None:
-        """The vector the critic scores images under (None: an unconditional critic)."""
-        return None
-
-    def critic_trunk(self, images: Tensor) -> Tensor:
-        """The part of the critic that reads the images alone, run once per batch of real images
-        for every condition they are scored under (default: none, the head is the whole critic)."""
-        return images
-
-    def critic_head(self, features: Tensor, condition: Tensor | None) -> Tensor:
-        """Critic scores (B,) of the trunk's ``features`` under ``condition``."""
-        return self.discriminator(features)
-
-    def critic(self, images: Tensor, condition: Tensor | None) -> Tensor:
-        """Critic scores (B,) of ``images`` under ``condition``."""
-        return self.critic_head(self.critic_trunk(images), condition)
-
-    def mismatched_condition(self, conditions: dict[str, Any]) -> Tensor | None:
-        """Other samples' conditions for a matching-aware critic (None: not matching-aware)."""
-        return None
-
-    def prepare_real(self, images: Tensor) -> Tensor:
-        """Real images as the critic should see them now (progressive models resize them)."""
-        return images
-
-    def augment_images(self, images: Tensor) -> Tensor:
-        """Images as the critic sees them in training: through ``model.augment`` (real and fake
-        alike, in both steps, at the current stage's resolution), or as they are when it is off."""
-        return images if self.augment is None else self.augment(images)
+    def prepare_real(self, images: Tensor, state: StageState | None) -> Tensor:
+        """Real images as the critic should see them now (a progressive model's: resized, faded)."""
+        return images if state is None else fade_real(images, state.resolution, state.alpha)
 
     def observe_real_scores(self, scores: Tensor) -> None:
         """ADA's overfitting signal: the signs of the critic's real scores, summed over all ranks
@@ -179,39 +216,17 @@ class GANModule(pl.LightningModule):
         logs["augment/p"] = torch.as_tensor(self.augment.probability, dtype=torch.float32).detach().clone()
         return logs
 
-    def extra_d_terms(self, real_features: Tensor, conditions: dict[str, Any]) -> dict[str, Tensor]:
-        """Critic loss terms beyond the adversarial one (e.g. a text-image contrastive term), read
-        from the real images' ``critic_trunk`` features."""
-        return {}
-
-    def extra_g_terms(self, inputs: dict[str, Any]) -> dict[str, Tensor]:
-        """Generator loss terms beyond those on its fakes' critic pass (e.g. the KL of T2F)."""
-        return {}
-
-    def generator_terms(self, fake: Tensor, conditions: dict[str, Any]) -> dict[str, Tensor]:
-        """Generator loss terms read from one critic pass over its fakes: the adversarial one
-        (a text-conditional critic adds its contrastive term from the same pass)."""
-        return {"adv": self.adversarial.g_loss(self.critic(fake, self.critic_condition(conditions)))}
-
     # --- training ---------------------------------------------------------------------------
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        critic = list(self.discriminator.parameters())
         optimizers = [
             self.optimizer_g(self.generator.parameters()),
-            self.optimizer_d(self.discriminator_parameters()),
+            self.optimizer_d(critic if self.text is None else self.text.param_groups(critic)),
         ]
         for optimizer in optimizers:  # groups with an "lr_scale" run at a fraction of the lr
             for group in optimizer.param_groups:
                 group["lr"] = group["lr"] * group.setdefault("lr_scale", 1.0)
         return optimizers
-
-    def discriminator_parameters(self) -> Iterator[nn.Parameter] | list[dict[str, Any]]:
-        """Parameters (or param groups, optionally with an ``lr_scale``) trained by the critic
-        loss (T2F adds its text encoder)."""
-        return self.discriminator.parameters()
-
-    @property
-    def kimg(self) -> float:
-        return self.images_seen / 1000.0
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
         if self.end_epoch_early:  # Lightning ends the epoch on -1 and rebuilds the loader
@@ -224,25 +239,19 @@ class GANModule(pl.LightningModule):
         values it logged, detached, which callbacks read as ``outputs`` (the divergence guard
         tests the losses on their device, without a host sync)."""
         opt_g, opt_d = self.optimizers()
-        real = self.prepare_real(batch["image"])
+        state = self.growth
+        players = self.players(state)
+        real = self.prepare_real(batch["image"], state)
         if self.channels_last:
             real = real.contiguous(memory_format=torch.channels_last)
         batch_size = real.shape[0]
 
         with self.toggled_optimizer(opt_d):
-            conditions = self.conditions(batch)
-            with torch.no_grad():
-                fake = self.synthesize(self.generator, self.sample_inputs(batch_size, conditions))
-            condition = self.critic_condition(conditions)
             adaptive = self.augment is not None and self.augment.adaptive
-            # augmented (or not) images are what the critic scores and what its penalties are taken at
-            d_loss, d_parts = self.adversarial.d_loss(
-                self.critic_head, self.augment_images(real), self.augment_images(fake), condition=condition,
-                mismatched=self.mismatched_condition(conditions),
+            d_loss, d_parts = self.loss.critic_loss(
+                players, real, self.conditions(batch),
                 step=self.batches_seen,  # counts critic steps: lazy R1 runs every r1_interval
-                trunk=self.critic_trunk, real_terms=lambda features: self.extra_d_terms(features, conditions),
-                on_real_scores=self.observe_real_scores if adaptive else None,
-            )
+                on_real_scores=self.observe_real_scores if adaptive else None)
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
             opt_d.step()
@@ -253,12 +262,8 @@ class GANModule(pl.LightningModule):
         if self.batches_seen % self.d_steps_per_g == 0:
             with self.toggled_optimizer(opt_g):
                 with torch.no_grad():  # the generator step trains the generator only
-                    conditions = self.generator_step_conditions(self.conditions(batch))
-                inputs = self.sample_inputs(batch_size, conditions)
-                fake = self.synthesize(self.generator, inputs)
-                g_parts = self.generator_terms(self.augment_images(fake), conditions)
-                g_parts.update(self.extra_g_terms(inputs))
-                g_loss = sum(g_parts.values())
+                    conditions = self.conditions(batch)
+                g_loss, g_parts = self.loss.generator_loss(players, batch_size, conditions, real.device)
                 opt_g.zero_grad(set_to_none=True)
                 self.manual_backward(g_loss)
                 opt_g.step()
@@ -319,7 +324,7 @@ class GANModule(pl.LightningModule):
             for k, start in enumerate(range(0, self.ema_norm_samples, 256)):
                 inputs = self.sample_inputs(min(256, self.ema_norm_samples - start), {}, generator=gen)
                 with _batch_statistics(self._ema_norms, momentum=1.0 / (k + 1)):  # a running mean of batches
-                    self.synthesize(net, inputs)
+                    self.draw(net, inputs)
         finally:
             net.train(was_training)
         self._ema_norms_at = self.images_seen
@@ -333,16 +338,36 @@ class GANModule(pl.LightningModule):
         was_training = net.training
         net.eval()
         try:
-            return self.synthesize(net, inputs).clamp(-1, 1)
+            return self.draw(net, inputs).clamp(-1, 1)
         finally:
             net.train(was_training)
 
-    def fixed_sample_inputs(self, n: int, nrow: int, seed: int
-                            ) -> tuple[dict[str, Any], list[str] | None]:
-        """Inputs for the fixed sample grid (rows of ``nrow``) and, for conditional models,
-        one label per row."""
+    def fixed_sample_inputs(self, n: int, nrow: int, seed: int) -> tuple[dict[str, Any], list[str] | None]:
+        """Inputs for the fixed sample grid (rows of ``nrow``) and one label per row (or None).
+
+        With ``model.truncation_psi`` < 1 the top half of the rows is drawn without truncation
+        and the bottom half repeats their inputs at that psi; a text-conditional model's rows each
+        take one caption of the datamodule's."""
+        rows = -(-n // nrow)
+        truncated = self.truncation_psi < 1.0
+        top_rows = -(-rows // 2) if truncated else rows
+        n_top = min(n, top_rows * nrow)
+        repeat = torch.arange(n) % n_top  # the bottom half reuses the top half's inputs
         gen = torch.Generator().manual_seed(seed)
-        return self.sample_inputs(n, {}, generator=gen), None
+        inputs = select_inputs(self.sample_inputs(n_top, {}, generator=gen), repeat)
+        psis = [1.0] * top_rows + [self.truncation_psi] * (rows - top_rows)
+        if truncated:
+            inputs["psi"] = torch.where(torch.arange(n) < n_top, 1.0, self.truncation_psi).to(self.device)
+        psi_labels = [f"psi={p:g}" for p in psis] if truncated else None
+        if self.text is None:
+            return inputs, psi_labels
+        datamodule = self.trainer.datamodule
+        captions = datamodule.sample_captions(top_rows, seed=seed)
+        per_image = [c for c in captions for _ in range(nrow)][:n_top]
+        inputs.update(self.encode_captions([per_image[i] for i in repeat.tolist()], datamodule.vocab))
+        if not truncated:
+            return inputs, captions
+        return inputs, [f"{label}: {captions[r % top_rows]}" for r, label in enumerate(psi_labels)]
 
     # --- checkpoints ------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -362,6 +387,27 @@ class GANModule(pl.LightningModule):
         self.batches_seen = int(state.get("batches_seen", 0))
         # the EMA's statistics in the checkpoint are its own (older checkpoints: copied, so recompute)
         self._ema_norms_at = self.images_seen if state.get("ema_norms_own") else None
+
+
+def check_parts(generator: nn.Module, discriminator: nn.Module, loss: GANLoss, text: TextConditioner | None) -> None:
+    """The parts fit together: one clear line naming the key to change when they do not."""
+    conditional = bool(getattr(generator, "text_conditional", False))
+    if conditional and text is None:
+        raise ValueError(f"model.generator ({type(generator).__name__}) is text-conditional but model.text is "
+                         "null: give the model a text component (see model=t2f)")
+    if text is not None and not conditional:
+        raise ValueError(f"model.text is set but model.generator ({type(generator).__name__}) is unconditional: "
+                         "build it with a condition size (e.g. condition_dim) or set model.text=null")
+    width = 0 if text is None else text.output_dim
+    if int(getattr(discriminator, "condition_dim", 0)) != width:
+        raise ValueError(f"model.discriminator.condition_dim={getattr(discriminator, 'condition_dim', 0)} must be "
+                         f"the caption embedding's size, {width} (model.text.encoder.hidden_dim; 0 without text)")
+    if text is not None and text.reads_image_embedding and int(getattr(discriminator, "embed_dim", 0)) != width:
+        raise ValueError(f"model.text's contrastive or image word terms read the critic's image embedding: set "
+                         f"model.discriminator.embed_dim={width} (model.text.encoder.hidden_dim)")
+    if loss.needs_input_gradients and any(isinstance(m, BATCH_NORMS) for m in discriminator.modules()):
+        raise ValueError(f"model.loss.name={loss.name} (or R1) penalises per-sample input gradients, which batch "
+                         "norm in the critic mixes across samples: set model.discriminator.norm=layer (or none)")
 
 
 def check_optimizer(name: str, factory: Callable[..., torch.optim.Optimizer]) -> Callable[..., torch.optim.Optimizer]:

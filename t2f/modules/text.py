@@ -1,0 +1,157 @@
+"""Text conditioning as a component: the caption encoder and every term that reads captions.
+
+The caption embedding conditions the generator and the critic. The text encoder is trained
+with the critic by the matching-aware loss: a real face with another sample's caption
+counts as fake, which rewards embeddings that tell captions apart by what they say about a
+face; the generator reads the embedding without being able to move it.
+
+That signal alone lets the encoder settle on whatever the critic learns first (the
+background colour) and forget the rest. The optional contrastive term (XMC-GAN's sentence
+term, CLIP's loss) asks each real face to pick out its own caption among the batch's, in
+an image embedding the critic reads from its 4x4 features: the encoder must then keep
+every attribute that tells faces apart, and the generator, scored the same way on its
+fakes, must draw them.
+
+Within a batch the colours alone tell most captions apart, so the contrastive term still
+lets the encoder drop the small things (glasses, eye colour, a smile). The optional word
+prediction heads say which words a caption contains (bag of words): from the caption
+embedding, so that it keeps every word; and from the critic's image embedding, so that the
+critic learns to see what each word describes on real faces and the generator, scored by the
+same head, must draw it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from t2f.data.vocab import SPECIAL_TOKENS, Vocabulary
+from t2f.losses import contrastive_loss, word_prediction_loss
+from t2f.nets.text_encoder import TextEncoder
+
+MISMATCH_MODES = ("shifted", "nearest")
+
+
+class TextConditioner(nn.Module):
+    """The LSTM caption encoder, the mismatch rule of the matching-aware critic, the
+    contrastive and word-prediction terms with their heads, and the encoder's parameter group.
+
+    ``model.text`` in the config; a model without it is unconditional.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        encoder: Mapping[str, Any] | None = None,
+        lr_scale: float = 1.0,
+        mismatch: str = "shifted",
+        contrastive: Mapping[str, float] | None = None,
+        word_prediction: Mapping[str, float] | None = None,
+    ) -> None:
+        super().__init__()
+        if not vocab_size:
+            raise ValueError("model.text.vocab_size is not set: train() fills it in from a captioned dataset "
+                             "(synthetic, celeba, face2text, or folder with captions)")
+        if mismatch not in MISMATCH_MODES:
+            raise ValueError(f"model.text.mismatch={mismatch!r}: choose one of {', '.join(MISMATCH_MODES)}")
+        if not lr_scale >= 0:
+            raise ValueError(f"model.text.lr_scale={lr_scale} must be >= 0")
+        self.encoder = TextEncoder(vocab_size, **dict(encoder or {}))
+        self.lr_scale = float(lr_scale)
+        self.mismatch = mismatch
+        settings = _settings("contrastive", contrastive, {"weight": 0.0, "temperature": 0.1})
+        self.contrastive_weight, self.contrastive_temperature = settings["weight"], settings["temperature"]
+        if not self.contrastive_temperature > 0:
+            raise ValueError(f"model.text.contrastive.temperature={self.contrastive_temperature} must be > 0")
+        words = _settings("word_prediction", word_prediction, {"text": 0.0, "image": 0.0})
+        self.text_words_weight, self.image_words_weight = words["text"], words["image"]
+        dim, vocabulary = self.encoder.output_dim, self.encoder.vocab_size - len(SPECIAL_TOKENS)
+        self.text_words = nn.Linear(dim, vocabulary) if self.text_words_weight > 0 else None
+        self.image_words = nn.Linear(dim, vocabulary) if self.image_words_weight > 0 else None
+
+    @property
+    def output_dim(self) -> int:
+        """The caption embedding's size, which the generator and critic are built for."""
+        return self.encoder.output_dim
+
+    @property
+    def reads_image_embedding(self) -> bool:
+        """Whether a term reads the critic's image embedding (its ``embed_dim`` must then be set)."""
+        return self.contrastive_weight > 0 or self.image_words is not None
+
+    def param_groups(self, critic: list[nn.Parameter]) -> list[dict[str, Any]]:
+        """The critic optimizer's groups: the critic with the image-word head, and the encoder with
+        the text-word head at ``lr_scale`` of the critic's rate."""
+        critic = list(critic) + (list(self.image_words.parameters()) if self.image_words is not None else [])
+        text = list(self.encoder.parameters())
+        if self.text_words is not None:
+            text += list(self.text_words.parameters())
+        return [{"params": critic}, {"params": text, "lr_scale": self.lr_scale}]
+
+    def conditions(self, tokens: Tensor, lengths: Tensor) -> dict[str, Tensor]:
+        """What a batch's captions give the losses: their embedding, token ids, and which pairs of
+        samples share a sentence."""
+        return {"text_embedding": self.encoder(tokens, lengths), "caption": tokens,
+                "same_caption": (tokens[:, None, :] == tokens[None, :, :]).all(dim=2)}
+
+    def embed(self, inputs: Mapping[str, Any]) -> Tensor:
+        """The embedding in generator inputs, or computed from their token ids (grids, generate)."""
+        embedding = inputs.get("text_embedding")
+        if embedding is None:
+            embedding = self.encoder(inputs["caption"], inputs["caption_length"])
+        return embedding
+
+    def encode_captions(self, captions: list[str], vocab: Vocabulary, device: torch.device | str
+                        ) -> dict[str, Tensor]:
+        """Token ids and lengths for captions (unknown words map to <unk> with a warning)."""
+        padded, lengths = vocab.encode_batch(captions, warn_unknown=True)
+        return {"caption": padded.to(device), "caption_length": lengths}
+
+    def mismatched(self, conditions: Mapping[str, Tensor]) -> Tensor:
+        """Each real face paired with another sample's caption, a pair that counts as fake:
+        the next sample's (``shifted``) or the one whose embedding is closest (``nearest``,
+        a hard negative: captions that share the colours and differ in smaller things)."""
+        condition = conditions["text_embedding"]
+        if self.mismatch == "shifted":
+            return condition.roll(1, dims=0)
+        unit = F.normalize(condition.detach(), dim=1)
+        # itself and repeats of its sentence are not mismatches
+        similarity = (unit @ unit.t()).masked_fill(conditions["same_caption"], float("-inf"))
+        return condition[similarity.argmax(dim=1)]
+
+    def image_terms(self, image_embedding: Tensor, conditions: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The terms read from the critic's image embedding, the same for real faces (critic
+        step) and fakes (generator step): the contrastive term and the image's word prediction."""
+        terms = {}
+        if self.contrastive_weight > 0:
+            terms["contrastive"] = self.contrastive_weight * contrastive_loss(
+                image_embedding, conditions["text_embedding"], self.contrastive_temperature,
+                conditions.get("same_caption"))
+        if self.image_words is not None:
+            terms["image_words"] = self.image_words_weight * word_prediction_loss(
+                self.image_words(image_embedding), conditions["caption"], len(SPECIAL_TOKENS))
+        return terms
+
+    def caption_terms(self, conditions: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The terms read from the caption embedding alone (the text's word prediction)."""
+        if self.text_words is None:
+            return {}
+        return {"text_words": self.text_words_weight * word_prediction_loss(
+            self.text_words(conditions["text_embedding"]), conditions["caption"], len(SPECIAL_TOKENS))}
+
+
+def _settings(name: str, given: Mapping[str, float] | None, defaults: dict[str, float]) -> dict[str, float]:
+    """``model.text.<name>`` with its defaults; unknown keys and negative weights are refused."""
+    settings = {**defaults, **dict(given or {})}
+    unknown = set(settings) - set(defaults)
+    if unknown:
+        raise ValueError(f"model.text.{name} has unknown keys {sorted(unknown)}: use {', '.join(defaults)}")
+    out = {key: float(value) for key, value in settings.items()}
+    for key, value in out.items():
+        if key != "temperature" and not value >= 0:
+            raise ValueError(f"model.text.{name}.{key}={value} must be >= 0 (0 turns it off)")
+    return out
