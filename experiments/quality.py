@@ -174,7 +174,7 @@ class RawGenerator:
 
 class ReferenceSampler:
     """The reference generator behind the two calls ``MetricSuite.evaluate`` makes: N(0, I)
-    latents drawn like ``DCGANModule.sample_inputs`` (so a seed gives the same z), eval mode."""
+    latents drawn like ``GANModule.sample_inputs`` of a DCGAN (so a seed gives the same z), eval mode."""
 
     def __init__(self, generator: nn.Module, latent_dim: int, device: torch.device) -> None:
         self.generator, self.latent_dim, self.device = generator, latent_dim, device

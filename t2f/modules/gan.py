@@ -127,7 +127,9 @@ class GANModule(pl.LightningModule):
     def resolution(self) -> int:
         """The resolution the generator draws now."""
         state = self.growth
-        return int(self.generator.resolution) if state is None else state.resolution
+        if state is not None:
+            return state.resolution
+        return int(getattr(self.generator, "resolution", None) or self.generator.max_resolution)
 
     @property
     def kimg(self) -> float:

@@ -64,7 +64,8 @@ class GeneratorNet(RecordedNet):
     ``forward(z, condition=None, *, stage=None, alpha=1.0, noise=None) -> (images, aux)`` is the
     training pass: images and the generator's auxiliary loss terms, weighted (T2F's KL; ``{}``
     for most). ``sample`` is the inference pass (truncation, no training-time randomness beyond
-    ``noise``). ``stage`` None is the full resolution; non-growing generators ignore it.
+    ``noise``). ``stage`` None is the full resolution; non-growing generators ignore it. Every
+    generator tells its output size: ``resolution``, or ``max_resolution`` when it grows.
     Capabilities beyond sampling are asked of the network itself (StyleGAN's ``styles`` for
     style mixing), never of the family name.
     """
