@@ -3,8 +3,8 @@
 ``python -m t2f.compare RUN_OR_SWEEP_DIR... [--out DIR]``
 
 Runs are read by :mod:`t2f.runs`: the resolved config and the CSV log that every logger keeps
-(``csv/metrics.csv``); a sweep directory (``multirun/<time>/``) stands for the runs inside it. Writes ``comparison.md`` and
-``comparison.csv`` (per run: the config values that differ between runs, then the final and
+(``csv/metrics.csv``); a sweep directory (``multirun/<time>/``) stands for the runs inside it.
+Writes ``comparison.md`` and ``comparison.csv`` (per run: the config values that differ between runs, then the final and
 the best value of each loss and metric, with the direction that counts as best), and
 ``losses.png`` / ``metrics.png`` (curves against kimg, one line per run).
 """

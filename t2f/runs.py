@@ -34,7 +34,7 @@ class Run:
     config: dict[str, str]
     choices: dict[str, str] = field(default_factory=dict)   # config group -> option (Hydra's record)
     history: list[Row] = field(default_factory=list)
-    source: str = "none"   # which logger's files the history came from
+    source: str = "none"   # "csv" when the run kept its CSV log (every logger does), "none" without one
     name: str = ""
 
 
