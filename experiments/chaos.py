@@ -50,7 +50,8 @@ SAVE_EVERY_IMAGES = 8
 TINY_T2F = [
     "model=t2f", "dataset.size=96", "dataset.val_size=16", "dataset.batch_size=8", "logger=csv",
     "print_config=false", "callbacks.progress_bar.refresh_rate=0", "trainer.deterministic=true",
-    "model.generator.fmap_base=64", "model.discriminator.fmap_base=64", "model.generator.fmap_max=16", "model.discriminator.fmap_max=16", "model.generator.noise_dim=8", "model.generator.condition_dim=8",
+    "model.generator.fmap_base=64", "model.discriminator.fmap_base=64", "model.generator.fmap_max=16",
+    "model.discriminator.fmap_max=16", "model.generator.noise_dim=8", "model.generator.condition_dim=8",
     "model.text.encoder.embedding_dim=8", "model.text.encoder.hidden_dim=16", "model.ema_half_life_kimg=0.01",
     "model.schedule.kimg=0.064", "model.schedule.batch_size={4: 8, 16: 4}",
     f"callbacks.checkpoint.every_kimg={SAVE_EVERY_IMAGES / 1000}", "callbacks.samples.every_kimg=0.064",

@@ -36,7 +36,8 @@ FAST = ["model.schedule.kimg.4=4", "model.schedule.kimg.8=8", "model.schedule.ki
 # the StyleGAN runs recorded in experiments/results/real_faces.md before its default became 0.005
 PAPER_LR = ["model.optimizer_g.lr=0.001", "model.optimizer_d.lr=0.001"]
 NS_R1 = ["model.loss.name=nonsaturating", "model.loss.r1_gamma=1"]
-WIDE = ["model.generator.fmap_base=2048", "model.discriminator.fmap_base=2048", "model.generator.fmap_max=128", "model.discriminator.fmap_max=128"]  # 128 channels at every resolution up to 32 px
+WIDE = ["model.generator.fmap_base=2048", "model.discriminator.fmap_base=2048",  # 128 channels at every
+        "model.generator.fmap_max=128", "model.discriminator.fmap_max=128"]  # resolution up to 32 px
 T2F_REAL = ["model=t2f", "model.loss.mode_seeking=1", "model.text.word_prediction.image=0"]
 SUBSET = ["+dataset.max_images=1000", "model.total_kimg=200"]
 AUGMENT = "model.augment.policy=[color,translation,cutout]"
