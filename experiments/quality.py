@@ -180,8 +180,11 @@ class ReferenceSampler:
         self.generator, self.latent_dim, self.device = generator, latent_dim, device
 
     def sample_inputs(self, n: int, conditions: dict | None = None,
-                      generator: torch.Generator | None = None) -> dict[str, Tensor]:
+                      generator: torch.Generator | None = None, noise: bool = True) -> dict[str, Tensor]:
         return {"z": torch.randn(n, self.latent_dim, generator=generator).to(self.device)}
+
+    def noise_inputs(self, n: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        return {}  # z is all its randomness
 
     @torch.no_grad()
     def generate(self, inputs: dict[str, Tensor], ema: bool = True) -> Tensor:
@@ -198,7 +201,7 @@ class RealSampler:
         self.dataset, self.device = dataset, device
 
     def sample_inputs(self, n: int, conditions: dict | None = None,
-                      generator: torch.Generator | None = None) -> dict[str, Tensor]:
+                      generator: torch.Generator | None = None, noise: bool = True) -> dict[str, Tensor]:
         count = len(self.dataset)
         index = torch.randperm(count, generator=generator)[:n] if n <= count else \
             torch.randint(count, (n,), generator=generator)
@@ -207,6 +210,9 @@ class RealSampler:
     def generate(self, inputs: dict[str, Tensor], ema: bool = True) -> Tensor:
         images = [self.dataset[int(i)]["image"] for i in inputs["index"]]
         return torch.stack(images).to(self.device)
+
+    def noise_inputs(self, n: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        return {}
 
 
 # ----------------------------------------------------------------------------- training the t2f model

@@ -89,8 +89,11 @@ class StubGenerator(nn.Module):
     def device(self) -> torch.device:
         return self.scale.device
 
-    def sample_inputs(self, n, conditions=None, generator=None):
+    def sample_inputs(self, n, conditions=None, generator=None, noise=True):
         return {"z": torch.randn(n, 3, 4, 4, generator=generator)}
+
+    def noise_inputs(self, n, generator=None):
+        return {}
 
     def generate(self, inputs, ema=True):
         img = F.interpolate(inputs["z"], size=self.res, mode="bilinear", align_corners=False)

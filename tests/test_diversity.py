@@ -52,8 +52,11 @@ class _KnownGenerator:
         self.dm, self.constant, self.task = dm, constant, synthetic_attribute_task()
         self.attributes = _items(dm.train_set, range(len(dm.train_set)), ("attributes",))["attributes"]
 
-    def sample_inputs(self, n: int, conditions: dict, generator: torch.Generator) -> dict:
+    def sample_inputs(self, n: int, conditions: dict, generator: torch.Generator, noise: bool = True) -> dict:
         return {"z": torch.randint(0, 1 << 30, (n,), generator=generator)}
+
+    def noise_inputs(self, n: int, generator: torch.Generator) -> dict:
+        return {}
 
     def encode_captions(self, captions: list[str], vocab) -> dict:
         return {"text": captions}

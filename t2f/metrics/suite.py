@@ -283,10 +283,12 @@ class MetricSuite:
                 torch.distributed.broadcast(buffer, src=0)
         text = getattr(module, "text", None) is not None and getattr(datamodule, "vocab", None) is not None
         captions = datamodule.sample_captions(m, seed=seed) if text else None
-        latents = module.sample_inputs(m, {}, generator=torch.Generator().manual_seed(seed))
+        latents = module.sample_inputs(m, {}, generator=torch.Generator().manual_seed(seed), noise=False)
 
         def generate(start: int, stop: int) -> Tensor:
             inputs = select_inputs(latents, slice(start, stop))
+            # the other per-image noise batch by batch (StyleGAN's maps for all samples would not fit)
+            inputs.update(module.noise_inputs(stop - start, torch.Generator().manual_seed(seed * 1_000_003 + start)))
             if captions is not None:
                 inputs.update(module.encode_captions(captions[start:stop], datamodule.vocab))
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -447,7 +449,7 @@ class MetricSuite:
         if attr_key not in self._real:
             self._real[attr_key] = _items(real_set, range(len(real_set)), ("attributes",))["attributes"].long()
         matches = matching_reals(targets, self._real[attr_key], per, seed=self.real_seed)
-        latents = module.sample_inputs(k * per, {}, generator=torch.Generator().manual_seed(seed + 2))
+        latents = module.sample_inputs(k * per, {}, generator=torch.Generator().manual_seed(seed + 2), noise=False)
         rank, world = dist_rank_world()
         sums = torch.zeros(k, 3, dtype=torch.float64, device=device)  # fake distance, real distance, real count
         swd = None
@@ -455,6 +457,7 @@ class MetricSuite:
             swd = SlicedWassersteinDistance(**self.swd, seed=0).to(device)
         for c in range(rank, k, world):
             inputs = select_inputs(latents, slice(c * per, (c + 1) * per))
+            inputs.update(module.noise_inputs(per, torch.Generator().manual_seed(seed * 1_000_003 + 7 + c)))
             if captions is not None:
                 inputs.update(module.encode_captions([captions[c]] * per, datamodule.vocab))
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):

@@ -174,13 +174,20 @@ class GANModule(pl.LightningModule):
         return torch.randn(n, dim, generator=generator).to(self.device)
 
     def sample_inputs(self, batch_size: int, conditions: dict[str, Any] | None = None,
-                      generator: torch.Generator | None = None) -> dict[str, Any]:
-        """Sampling inputs for ``batch_size`` images; a CPU ``generator`` fixes all their randomness."""
+                      generator: torch.Generator | None = None, noise: bool = True) -> dict[str, Any]:
+        """Sampling inputs for ``batch_size`` images; a CPU ``generator`` fixes all their randomness.
+        ``noise=False`` leaves out the generator's other randomness (StyleGAN's noise maps are
+        large: an evaluation draws them batch by batch with :meth:`noise_inputs`)."""
         inputs = {**(conditions or {}), "z": self.gaussian(batch_size, self.generator.latent_dim, generator)}
-        noise = self.generator.sampling_noise(batch_size, generator, self.device)
-        if noise is not None:
-            inputs["noise"] = noise
+        if noise:
+            inputs.update(self.noise_inputs(batch_size, generator))
         return inputs
+
+    def noise_inputs(self, batch_size: int, generator: torch.Generator | None = None) -> dict[str, Any]:
+        """The generator's per-image randomness besides ``z`` (e.g. StyleGAN's noise maps, T2F's
+        conditioning-augmentation draw) as sampling inputs; none for a generator without it."""
+        noise = self.generator.sampling_noise(batch_size, generator, self.device)
+        return {} if noise is None else {"noise": noise}
 
     def encode_captions(self, captions: list[str], vocab: Vocabulary) -> dict[str, Tensor]:
         """Sampling inputs for captions (token ids and lengths)."""
