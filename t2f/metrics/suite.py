@@ -1,13 +1,16 @@
 """One evaluation of a GAN module: generate samples, compare them with real images, report
 numbers with their protocol. Used by the training callback and by ``python -m t2f.evaluate``.
+The metrics that read the one stream of samples are the measures of :mod:`t2f.metrics.measures`
+(one registry: SWD, FID/KID/IS, alignment); diversity draws its own samples after them.
 
 ``MetricSuite.evaluate(module, datamodule, dataset_config, seed)``:
 
 1. ``num_samples`` images come from the EMA generator (``module.generate``), at the module's
    current resolution (a progressive model's current stage). The samples are numbered
    0..M-1 and cut into global batches of ``batch_size``; under DDP rank r generates batches
-   r, r + world, ... Latents are drawn for all M at once from ``seed`` and hidden noise (e.g.
-   T2F's conditioning augmentation) is seeded per batch, so the samples, hence the numbers,
+   r, r + world, ... Latents are drawn for all M at once from ``seed`` and the generator's other
+   noise (``module.noise_inputs``: StyleGAN's maps, T2F's conditioning augmentation) is seeded
+   per batch, so the samples, hence the numbers,
    do not depend on the number of processes as long as ``batch_size <= M / world``.
    Text-conditional models are given validation captions (``datamodule.sample_captions``).
 2. Real images (``num_real`` from ``real_split``, a fixed seeded subset) are brought to that
@@ -37,7 +40,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -62,10 +64,10 @@ from t2f.metrics.common import dist_rank_world
 from t2f.metrics.diversity import diversity_ratio, matching_reals, mean_pairwise_distance
 from t2f.metrics.inception import (
     INCEPTION,
-    REPORTED_NAMES,
     InceptionMetrics,
     build_inception_metrics,
 )
+from t2f.metrics.measures import MEASURES, Round, attribute_task
 from t2f.metrics.protocol import Protocol, cached_real_statistics
 from t2f.metrics.swd import SlicedWassersteinDistance
 from t2f.utils import progress, select_inputs
@@ -79,14 +81,6 @@ INCEPTION_DEFAULTS = dict(names=["fid", "kid", "is"], kid_subset_size=1000, kid_
 ALIGNMENT_DEFAULTS = dict(num_mismatched=99, train_images=20000, val_images=2000, epochs=5, batch_size=128,
                           lr=2e-3, width=32, seed=0, min_count=10)
 DIVERSITY_DEFAULTS = dict(captions=32, per_caption=16, min_real=4)
-# the real faces' evidence that the distribution-matched alignment compares with (in the classifier's cache)
-_REFERENCE = ("reference", "real", "floor")
-
-
-def attribute_task(datamodule: Any) -> AttributeTask | None:
-    """The datamodule's attribute task (t2f's datamodules have ``attribute_task()``; others: None)."""
-    task = getattr(datamodule, "attribute_task", None)
-    return task() if callable(task) else None
 
 
 class MetricWarning(UserWarning):
@@ -232,14 +226,15 @@ class MetricSuite:
         self._warned: set[str] = set()
 
     # ----------------------------------------------------------------------------- helpers
-    def _warn(self, message: str) -> None:
+    def warn(self, message: str) -> None:
+        """One warning per message and suite, on rank 0."""
         if message in self._warned:
             return
         self._warned.add(message)
         if dist_rank_world()[0] == 0:
             warnings.warn(message, MetricWarning, stacklevel=3)
 
-    def _inception_metrics(self) -> InceptionMetrics:
+    def inception_metrics(self) -> InceptionMetrics:
         if self._inception is None:
             opts = self.inception
             self._inception = build_inception_metrics(
@@ -248,7 +243,7 @@ class MetricSuite:
                 is_splits=int(opts["is_splits"]), batch_size=self.batch_size)
         return self._inception
 
-    def _real_pass(self, dataset: Dataset, indices: Sequence[int], res: int, device: torch.device, fn,
+    def real_pass(self, dataset: Dataset, indices: Sequence[int], res: int, device: torch.device, fn,
                    positions: bool = False) -> None:
         """``fn(images)`` over this rank's share of ``indices``; ``fn(images, their positions in
         indices)`` with ``positions`` (KID and IS number the images)."""
@@ -261,6 +256,17 @@ class MetricSuite:
                 fn(images, torch.tensor(mine))
             else:
                 fn(images)
+
+    def real_statistics(self, key: tuple[str, str], proto: Protocol, name: str, compute: Any,
+                        after: Any = None) -> Any:
+        """A measure's real-image statistics under ``proto``: kept for this suite's later
+        evaluations, read from the disk cache, or computed (``compute()``) and cached; ``after()``
+        runs once they are first had (e.g. to clear the metric of the real images)."""
+        if key not in self._real:
+            self._real[key] = cached_real_statistics(proto, self.cache_dir, compute, name=name)
+            if after is not None:
+                after()
+        return self._real[key]
 
     # ----------------------------------------------------------------------------- evaluate
     @torch.no_grad()
@@ -303,123 +309,20 @@ class MetricSuite:
         base = dict(dataset=ident.name, resolution=res, num_real=len(real_idx), num_fake=m, split=self.real_split,
                     crop=ident.crop, resize=ident.resize_to(res))
         common = {"dataset_config": ident.fingerprint, "real_seed": self.real_seed}
-        protocols: dict[str, Protocol] = {}
-        notes: list[str] = []
-        updaters = []  # callables fed each batch of fakes
-        computers = []  # callables returning {name: tensor}
+        round_ = Round(module, datamodule, device, res, m, seed, captions, ident, real_set, real_idx, base, common)
+        measurements = [measure(self, round_) for option, measure in MEASURES.values()
+                        if getattr(self, option) is not None]
+        measurements = [found for found in measurements if found is not None]
+        protocols = {name: p for found in measurements for name, p in found.protocols.items()}
+        notes = [note for found in measurements for note in found.notes]
 
-        # --- SWD
-        if self.swd is not None:
-            opts = self.swd
-            if res < opts["min_resolution"]:
-                note = f"SWD skipped at {res}px: it needs at least {opts['min_resolution']}px (ProGAN's protocol)"
-                notes.append(note)
-            else:
-                swd = SlicedWassersteinDistance(**opts, seed=0).to(device)
-                proto = Protocol(feature_extractor=swd.feature_extractor_id, **{**base, "num_fake": 0},
-                                 options=common)
-                key = ("swd", proto.key())
-                if key not in self._real:
-                    def compute_swd(metric=swd, proto=proto):
-                        self._real_pass(real_set, real_idx, res, device, lambda x: metric.update(x, real=True))
-                        return metric.real_statistics()
-                    self._real[key] = cached_real_statistics(proto, self.cache_dir, compute_swd, name="swd")
-                    swd.reset()
-                swd.load_real_statistics(self._real[key])
-                updaters.append(lambda x, start, stop, metric=swd: metric.update(x, real=False))
-
-                def swd_values(metric=swd):
-                    out = metric.compute()
-                    values = {"swd": out["swd_x1e3_avg"]}
-                    values.update({f"swd/{k.rsplit('_', 1)[1]}": v for k, v in out.items() if k != "swd_x1e3_avg"})
-                    return values
-                computers.append(swd_values)
-                reported = proto.replace(num_fake=m, options={
-                    **common, "dir_repeats": opts["dir_repeats"], "dirs_per_repeat": opts["dirs_per_repeat"],
-                    "seed": seed})
-                protocols["swd"] = reported
-                for r in range(int(math.log2(res)), int(math.log2(opts["min_resolution"])) - 1, -1):
-                    protocols[f"swd/{2 ** r}"] = reported
-
-        # --- FID / KID / IS
-        if self.inception is not None:
-            inc = self._inception_metrics()
-            if not inc.available:
-                self._warn("FID/KID/IS are skipped: the Inception weights are not available "
-                           "(set metrics.inception_weights=/path/to/weights; see the warning above)")
-            else:
-                inc.to(device)
-                proto = Protocol(feature_extractor=inc.feature_extractor_id, **{**base, "num_fake": 0}, options=common)
-                key = ("inception", proto.key())
-                if key not in self._real:
-                    def compute_inc(metric=inc):
-                        metric.reset(real=True)
-                        self._real_pass(real_set, real_idx, res, device,
-                                        lambda x, pos: metric.update(x, real=True, index=pos), positions=True)
-                        return metric.real_statistics()
-                    self._real[key] = cached_real_statistics(proto, self.cache_dir, compute_inc, name="inception")
-                inc.load_real_statistics(self._real[key])
-                subset = min(int(self.inception["kid_subset_size"]), len(real_idx), m)
-                splits = min(int(self.inception["is_splits"]), m)
-                if "kid" in inc:
-                    inc["kid"].subset_size = subset
-                if "is" in inc:
-                    inc["is"].splits = splits
-                updaters.append(lambda x, start, stop, metric=inc:
-                                metric.update(x, real=False, index=torch.arange(start, stop)))
-
-                def inc_values(metric=inc):
-                    out = metric.compute()
-                    return {REPORTED_NAMES[k]: v for k, v in out.items()}
-                computers.append(inc_values)
-                reported = proto.replace(num_fake=m, options={
-                    **common, "kid_subset_size": subset, "kid_subsets": self.inception["kid_subsets"],
-                    "is_splits": splits, "seed": seed})
-                for name in ("fid", "kid", "kid_std", "is", "is_std"):
-                    protocols[name] = reported
-
-        # --- text-image alignment
-        if self.alignment is not None:
-            task = attribute_task(datamodule)
-            if captions is None:
-                self._warn(f"alignment is skipped: {type(module).__name__} is not text-conditional")
-            elif task is None:
-                self._warn(f"alignment is skipped: {type(datamodule).__name__} has no attributes to check "
-                           "captions against (synthetic and CelebA have)")
-            else:
-                net, log_priors, proto, extra = self._classifier(task, datamodule, ident, res, device)
-                reference = ({k: extra.pop(f"evidence_{k}") for k in _REFERENCE}
-                             if f"evidence_{_REFERENCE[0]}" in extra else None)  # None: no validation captions
-                metric = AlignmentMetric(task.names, log_priors, reference=reference,
-                                         min_count=int(self.alignment["min_count"])).to(device)
-                pool = task.targets(captions)
-                gen_seed = seed * 1_000_003 + 17
-
-                def align_update(x, start, stop, metric=metric, net=net):
-                    targets = pool[start:stop]
-                    g = torch.Generator().manual_seed(gen_seed + start)
-                    cand, valid = mismatched_candidates(targets, pool, int(self.alignment["num_mismatched"]), g)
-                    metric.update(predict_log_probs(net, x), targets, cand, valid, index=torch.arange(start, stop))
-                updaters.append(align_update)
-                computers.append(lambda metric=metric, extra=extra: _relative_to_real(metric.compute(), extra))
-                reported = proto.replace(num_fake=m, split=f"{self.real_split}+captions:val", options={
-                    **proto.options, "num_mismatched": int(self.alignment["num_mismatched"]), "seed": seed,
-                    "score": "sum log p(value|x) - log prior(value)"})
-                for name in ("alignment", "alignment_match", "alignment_match_real", "alignment_match_floor",
-                             "alignment_accuracy", "r_precision", "r_precision_vs_real",
-                             *(f"alignment_accuracy/{n}" for n in task.names)):
-                    protocols[name] = reported
-                for name in extra:
-                    protocols[name] = proto
-
-        # --- fakes
         for j, (start, stop) in enumerate(progress(mine, f"evaluating {m} samples")):
             images = first if j == 0 else generate(start, stop)
-            for update in updaters:
-                update(images, start, stop)
+            for found in measurements:
+                found.update(images, start, stop)
         values: dict[str, float] = {}
-        for compute in computers:  # the same order on every rank: they hold collectives
-            values.update({k: float(v) for k, v in compute().items()})
+        for found in measurements:  # the same order on every rank: they hold collectives
+            values.update({k: float(v) for k, v in found.compute().items()})
         if self.diversity is not None:
             found = self._diversity(module, datamodule, ident, res, seed, base, common)
             if found is not None:
@@ -435,12 +338,12 @@ class MetricSuite:
         shared out to the ranks (all faces of a caption on one rank); the sums are all-reduced."""
         task = attribute_task(datamodule)
         if task is None:
-            self._warn(f"diversity is skipped: {type(datamodule).__name__} has no attributes to match real "
+            self.warn(f"diversity is skipped: {type(datamodule).__name__} has no attributes to match real "
                        "faces with and no attribute classifier (synthetic and CelebA have)")
             return None
         opts, device = self.diversity, module.device
         k, per = int(opts["captions"]), int(opts["per_caption"])
-        net, _, clf_proto, _ = self._classifier(task, datamodule, ident, res, device)
+        net, _, clf_proto, _ = self.classifier(task, datamodule, ident, res, device)
         text = getattr(module, "text", None) is not None and getattr(datamodule, "vocab", None) is not None
         captions = datamodule.sample_captions(k, seed=seed + 1) if text else None
         targets = task.targets(captions) if text else torch.full((k, len(task.names)), -1, dtype=torch.long)
@@ -476,7 +379,7 @@ class MetricSuite:
             torch.distributed.all_reduce(sums)
         values = diversity_ratio(sums[:, 0].cpu(), sums[:, 1].cpu(), sums[:, 2].cpu(), int(opts["min_real"]))
         if not values["diversity_captions"]:
-            self._warn(f"diversity: none of the {k} captions has {opts['min_real']} real faces with all its "
+            self.warn(f"diversity: none of the {k} captions has {opts['min_real']} real faces with all its "
                        "attributes; use more real images or fewer mentioned attributes")
         if swd is not None:
             values["swd_conditional"] = swd.compute()["swd_x1e3_avg"]
@@ -494,7 +397,7 @@ class MetricSuite:
         """The attribute classifier's options: the alignment block's, else the defaults (diversity alone)."""
         return self.alignment if self.alignment is not None else dict(ALIGNMENT_DEFAULTS)
 
-    def _classifier(self, task: AttributeTask, datamodule: Any, ident: DatasetIdentity, res: int,
+    def classifier(self, task: AttributeTask, datamodule: Any, ident: DatasetIdentity, res: int,
                     device: torch.device):
         opts = self._classifier_options()
         train_set = _split(datamodule, "train")
@@ -545,15 +448,6 @@ def _to_uint8(images: Tensor) -> Tensor:
     from t2f.metrics.common import to_uint8
 
     return to_uint8(images)
-
-
-def _relative_to_real(values: dict[str, Tensor], real: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """The fakes' alignment numbers with the real faces' own beside them (plain scalars only)."""
-    out = dict(values)
-    out.update({k: v for k, v in real.items() if torch.as_tensor(v).dim() == 0})
-    if "r_precision" in values and "r_precision_real" in real:
-        out["r_precision_vs_real"] = values["r_precision"] / torch.as_tensor(real["r_precision_real"]).clamp_min(1e-6)
-    return out
 
 
 @torch.no_grad()
