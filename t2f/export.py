@@ -231,6 +231,8 @@ def build_generator(state: dict[str, Any], device: torch.device | str = "cpu") -
     except TypeError as error:
         raise ValueError(f"the file's generator arguments do not fit {spec['class']}: {error}") from None
     generator.load_state_dict(spec["state_dict"])
+    if "truncation_cutoff" not in spec["kwargs"] and hasattr(generator, "truncation_cutoff"):
+        generator.truncation_cutoff = state.get("truncation_cutoff")  # a file from before the generator kept it
     text_encoder = None
     if state.get("text_encoder"):
         text_encoder = TextEncoder(**state["text_encoder"]["kwargs"])

@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from t2f.checkpoints import checkpoint_vocab
+from t2f.checkpoints import checkpoint_config, checkpoint_vocab
 from t2f.growth import ProgressiveSchedule
 from t2f.utils import ConfigError, rank_zero_print
 
@@ -60,6 +60,11 @@ def check_resume(ckpt_path: str, cfg: DictConfig, module: pl.LightningModule, da
     naming the config keys that differ from the checkpoint's); True when it is already finished."""
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
     saved = (ckpt.get("t2f") or {}).get("config") or {}
+    if saved:
+        try:
+            checkpoint_config(ckpt, ckpt_path)  # a checkpoint of a retired module: one line that says so
+        except ValueError as error:
+            raise ConfigError(f"cannot resume: {error}") from None
     vocab, ours = checkpoint_vocab(ckpt), getattr(datamodule, "vocab", None)
     if vocab is not None and ours is not None and vocab != ours:
         raise ConfigError(

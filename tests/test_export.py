@@ -161,3 +161,16 @@ def test_every_generator_rebuilds_from_its_recorded_arguments() -> None:
         assert all(net.init_kwargs[k] == (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items())
         assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in net.state_dict().items()}
         assert net.latent_dim == kwargs.get("latent_dim", kwargs.get("z_dim", kwargs.get("noise_dim")))
+
+
+def test_a_stylegan_file_written_before_the_generator_kept_its_cutoff_truncates_as_it_says(tiny_checkpoint) -> None:
+    from t2f.export import build_generator, checkpoint_state
+
+    state = checkpoint_state(tiny_checkpoint("stylegan"))
+    del state["generator"]["kwargs"]["truncation_cutoff"]
+    state["truncation_cutoff"] = None  # such files said "every layer" here
+    generator = build_generator(state)
+    z, noise = generator.latents(2, seed=0)
+    every_layer = generator.render(generator.styles(z, psi=0.5), noise)
+    assert generator.generator.truncation_cutoff is None
+    assert torch.equal(generator.synthesize(z, psi=0.5, noise=noise), every_layer)

@@ -214,3 +214,35 @@ def test_checkpoint_of_a_retired_module_is_refused_with_one_line(tiny_checkpoint
     with pytest.raises(ValueError, match=r"old.ckpt was written by an older t2f \(model._target_=t2f.modules.t2f."
                                          r"T2FModule.*python -m t2f.export"):
         build_module(torch.load(old, weights_only=True), old)
+
+
+def test_resuming_a_run_of_a_retired_module_says_so(tmp_path):
+    from t2f.preflight import check_resume
+    from t2f.utils import ConfigError
+
+    old = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {}, "t2f": {"images_seen": 8, "config": {
+        "model": {"_target_": "t2f.modules.stylegan.StyleGANModule"}, "dataset": {}}}}, old)
+    cfg = compose_config(tmp_path, [], model="t2f")
+    with pytest.raises(ConfigError, match=r"cannot resume: .*last.ckpt was written by an older t2f"):
+        check_resume(str(old), cfg, None, None)
+
+
+def test_parts_that_do_not_fit_are_named():
+    from t2f.growth import ProgressiveSchedule
+    from t2f.modules.gan import GANModule
+    from t2f.modules.text import TextConditioner
+    from t2f.nets.progan import ProGANDiscriminator
+    from t2f.nets.stylegan import StyleGANGenerator
+
+    g = StyleGANGenerator(4, 4, 16, mapping_layers=1, fmap_base=16, fmap_max=8)
+    d = ProGANDiscriminator(16, fmap_base=16, fmap_max=8)
+    with pytest.raises(ValueError, match="model.schedule grows to 32 px but model.generator is built for 16 px"):
+        GANModule(g, d, schedule=ProgressiveSchedule(32, kimg=1))
+    module = GANModule(g, d, total_kimg=1)  # no growth: the full resolution throughout
+    assert module.resolution == 16 and module.stage is None
+    text = TextConditioner(20, encoder={"hidden_dim": 8})
+    conditional = StyleGANGenerator(4, 4, 16, mapping_layers=1, fmap_base=16, fmap_max=8, condition_dim=6)
+    with pytest.raises(ValueError, match="model.generator reads caption embeddings of size 6 .* size is 8"):
+        GANModule(conditional, ProGANDiscriminator(16, fmap_base=16, fmap_max=8, condition_dim=8), text=text,
+                  total_kimg=1)

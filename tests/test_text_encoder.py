@@ -149,3 +149,11 @@ def test_t2f_end_to_end_gradients():
     for module in (enc, gen):
         for name, p in module.named_parameters():
             assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_conditioning_augmentation_draws_float32_noise_under_bf16_autocast():
+    """A caller's draw and its own are alike: float32, so the condition stays float32."""
+    ca = ConditioningAugmentation(6, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        c, mu, _ = ca(torch.randn(3, 6))
+    assert mu.dtype == torch.bfloat16 and c.dtype == torch.float32

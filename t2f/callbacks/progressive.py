@@ -58,10 +58,10 @@ class ProgressiveGrowing(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            *args: Any) -> None:
-        if self.state is not None:
-            pl_module.log_dict(
-                {"res": float(self.state.resolution), "alpha": self.state.alpha}, prog_bar=True
-            )
+        schedule = self._schedule(pl_module)
+        if schedule is not None:  # the stage of the images seen after this batch, as checkpoints have it
+            state = schedule.at(pl_module.kimg)
+            pl_module.log_dict({"res": float(state.resolution), "alpha": state.alpha}, prog_bar=True)
 
     def _apply(self, trainer: pl.Trainer, pl_module: pl.LightningModule, state: StageState,
                initial: bool = False) -> None:

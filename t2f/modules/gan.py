@@ -76,7 +76,7 @@ class GANModule(pl.LightningModule):
         self.text = text
         self.loss = loss or GANLoss()
         self.schedule = schedule
-        check_parts(generator, discriminator, self.loss, text)
+        check_parts(generator, discriminator, self.loss, text, schedule)
         if d_steps_per_g < 1:
             raise ValueError(f"model.d_steps_per_g={d_steps_per_g} must be >= 1")
         if schedule is not None and total_kimg is not None:
@@ -398,8 +398,16 @@ class GANModule(pl.LightningModule):
         self._ema_norms_at = self.images_seen if state.get("ema_norms_own") else None
 
 
-def check_parts(generator: nn.Module, discriminator: nn.Module, loss: GANLoss, text: TextConditioner | None) -> None:
+def check_parts(generator: nn.Module, discriminator: nn.Module, loss: GANLoss, text: TextConditioner | None,
+                schedule: ProgressiveSchedule | None = None) -> None:
     """The parts fit together: one clear line naming the key to change when they do not."""
+    if schedule is not None:
+        for name, net in (("generator", generator), ("discriminator", discriminator)):
+            size = getattr(net, "max_resolution", None)
+            if size is not None and int(size) != schedule.resolutions[-1]:
+                raise ValueError(f"model.schedule grows to {schedule.resolutions[-1]} px but model.{name} is built "
+                                 f"for {size} px: give both the same max_resolution (the configs use "
+                                 "dataset.resolution)")
     conditional = bool(getattr(generator, "text_conditional", False))
     if conditional and text is None:
         raise ValueError(f"model.generator ({type(generator).__name__}) is text-conditional but model.text is "
@@ -408,6 +416,10 @@ def check_parts(generator: nn.Module, discriminator: nn.Module, loss: GANLoss, t
         raise ValueError(f"model.text is set but model.generator ({type(generator).__name__}) is unconditional: "
                          "build it with a condition size (e.g. condition_dim) or set model.text=null")
     width = 0 if text is None else text.output_dim
+    if int(getattr(generator, "text_dim", width)) != width:
+        raise ValueError(f"model.generator reads caption embeddings of size {generator.text_dim} but the caption "
+                         f"embedding's size is {width} (model.text.encoder.hidden_dim): set the generator's "
+                         "text_dim (StyleGAN: condition_dim) to it")
     if int(getattr(discriminator, "condition_dim", 0)) != width:
         raise ValueError(f"model.discriminator.condition_dim={getattr(discriminator, 'condition_dim', 0)} must be "
                          f"the caption embedding's size, {width} (model.text.encoder.hidden_dim; 0 without text)")

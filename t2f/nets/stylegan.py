@@ -280,6 +280,11 @@ class StyleGANGenerator(GeneratorNet):
     def text_conditional(self) -> bool:
         return self.mapping.condition_dim > 0
 
+    @property
+    def text_dim(self) -> int:
+        """The caption embedding size the mapping network reads (0: unconditional)."""
+        return self.mapping.condition_dim
+
     def sampling_noise(self, n: int, generator: torch.Generator | None, device: torch.device | str
                        ) -> list[Tensor]:
         """One noise map per layer and image."""
@@ -327,6 +332,7 @@ class StyleGANGenerator(GeneratorNet):
         self.synthesis = SynthesisNetwork(w_dim, max_resolution, channels, fmap_base, fmap_max, out_channels,
                                           noise_lr_multiplier)
         self.num_layers = self.synthesis.num_layers
+        self.max_resolution = self.synthesis.max_resolution
         self.register_buffer("w_avg", torch.zeros(self.w_dim))
 
     @torch.no_grad()

@@ -115,8 +115,8 @@ class ConditioningAugmentation(nn.Module):
         mu, logvar = self.fc(embedding).chunk(2, dim=-1)
         if not sample:
             return mu, mu, logvar
-        if eps is None:
-            eps = torch.randn_like(mu)
+        if eps is None:  # float32 like a caller's draw: under bf16 autocast mu is bf16, c stays float32
+            eps = torch.randn(mu.shape, device=mu.device)
         elif eps.shape != mu.shape:
             raise ValueError(f"eps must have shape {tuple(mu.shape)}, got {tuple(eps.shape)}")
         c = mu + torch.exp(0.5 * logvar) * eps
