@@ -109,7 +109,7 @@ class StandaloneGenerator(nn.Module):
     def resolution(self) -> int:
         """Side of the images it makes (a progressive model's current stage)."""
         if self.stage is None:
-            return int(getattr(self.generator, "max_resolution", None) or self.generator.resolution)
+            return self.generator.full_resolution
         return 4 * 2 ** int(self.stage)
 
     # --- inputs -----------------------------------------------------------------------------

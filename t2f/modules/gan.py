@@ -115,13 +115,11 @@ class GANModule(pl.LightningModule):
 
     @property
     def stage(self) -> int | None:
-        state = self.growth
-        return None if state is None else state.stage
+        return stage_alpha(self.growth)[0]
 
     @property
     def alpha(self) -> float:
-        state = self.growth
-        return 1.0 if state is None else state.alpha
+        return stage_alpha(self.growth)[1]
 
     @property
     def resolution(self) -> int:
@@ -129,7 +127,7 @@ class GANModule(pl.LightningModule):
         state = self.growth
         if state is not None:
             return state.resolution
-        return int(getattr(self.generator, "resolution", None) or self.generator.max_resolution)
+        return self.generator.full_resolution
 
     @property
     def kimg(self) -> float:
@@ -158,8 +156,7 @@ class GANModule(pl.LightningModule):
 
     def players(self, state: StageState | None = None) -> Players:
         """The networks one training step plays with, at growth ``state``."""
-        return Players(self.generator, self.discriminator, self.text, self.augment,
-                       None if state is None else state.stage, 1.0 if state is None else state.alpha)
+        return Players(self.generator, self.discriminator, self.text, self.augment, *stage_alpha(state))
 
     def conditions(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         """What the batch's captions give the losses (nothing for an unconditional model)."""
@@ -201,8 +198,8 @@ class GANModule(pl.LightningModule):
         if noise is not None:
             noise = [m.to(self.device) for m in noise]
         condition = None if self.text is None else self.text.embed(inputs)
-        return net.sample(inputs["z"], condition, stage=self.stage, alpha=self.alpha, psi=inputs.get("psi", 1.0),
-                          noise=noise)
+        stage, alpha = stage_alpha(self.growth)
+        return net.sample(inputs["z"], condition, stage=stage, alpha=alpha, psi=inputs.get("psi", 1.0), noise=noise)
 
     def prepare_real(self, images: Tensor, state: StageState | None) -> Tensor:
         """Real images as the critic should see them now (a progressive model's: resized, faded)."""
@@ -396,6 +393,11 @@ class GANModule(pl.LightningModule):
         self.batches_seen = int(state.get("batches_seen", 0))
         # the EMA's statistics in the checkpoint are its own (older checkpoints: copied, so recompute)
         self._ema_norms_at = self.images_seen if state.get("ema_norms_own") else None
+
+
+def stage_alpha(state: StageState | None) -> tuple[int | None, float]:
+    """The nets' ``stage`` and ``alpha`` for a growth state (None: full resolution, no fade)."""
+    return (None, 1.0) if state is None else (state.stage, state.alpha)
 
 
 def check_parts(generator: nn.Module, discriminator: nn.Module, loss: GANLoss, text: TextConditioner | None,

@@ -74,6 +74,11 @@ class GeneratorNet(RecordedNet):
     latent_dim: int  # an attribute or property of every generator
     text_conditional: bool = False  # whether sampling needs a caption embedding
 
+    @property
+    def full_resolution(self) -> int:
+        """The side of the images it draws at its last stage."""
+        return int(getattr(self, "max_resolution", None) or self.resolution)
+
     def sampling_noise(self, n: int, generator: torch.Generator | None, device: torch.device | str
                        ) -> list[Tensor] | None:
         """The per-image randomness besides ``z`` that a fixed seed must fix (None: there is none);
