@@ -408,7 +408,7 @@ def main() -> None:
             dcgan = cfg.model if choices.model == "dcgan" else OmegaConf.load(CONFIG_DIR / "model" / "dcgan.yaml")
             latent_dim, g_width = int(dcgan.generator.latent_dim), int(dcgan.generator.width)
             d_width = int(dcgan.discriminator.width)
-            datamodule.set_batch_size(int(cfg.dataset.batch_size))  # a progressive schedule may have changed it
+            datamodule.set_batch_schedule(None)  # dataset.batch_size, not a progressive schedule's
             loader = datamodule.train_dataloader()
             channels_last = bool(cfg.model.get("channels_last", False))
             print(f"[quality] reference DCGAN: {resolution}px, z {latent_dim}, widths G {g_width} D {d_width}, "

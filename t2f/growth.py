@@ -179,6 +179,10 @@ class ProgressiveSchedule:
     def batch_size(self, stage: int) -> int | None:
         return self.batch_sizes[self.stage_index(stage)]
 
+    def batch_size_at(self, images: int) -> int | None:
+        """The batch size of the stage that ``images`` seen are in (None: the dataset's)."""
+        return self.batch_size(self.at(images / 1000).stage)
+
     def learning_rate(self, stage: int) -> float | None:
         return self.learning_rates[self.stage_index(stage)]
 

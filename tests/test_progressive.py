@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
+from hydra.utils import instantiate
 
 from t2f.callbacks.progressive import ProgressiveGrowing
 from t2f.growth import ProgressiveSchedule, fade_real
@@ -150,6 +152,14 @@ def test_t2f_trains_across_every_stage_switch_with_per_stage_batch_sizes(tmp_pat
     assert ckpt["t2f"]["images_seen"] >= 80
     sizes = {p.stem.split("_")[-1] for p in (run / "samples").glob("*.png")}
     assert {"4px", "32px"} <= sizes
+    # every batch as large as the stage its first image falls in (8 until 16 px, then 4), from one
+    # loader: the images seen after each batch, as logged, step by exactly that
+    seen = sorted({int(float(row["step"])) for row in csv.DictReader(open(next(run.rglob("metrics.csv"))))
+                   if row.get("step") and row.get("loss/d")})
+    schedule = instantiate(cfg.model.schedule)
+    expected = [schedule.batch_size_at(before) or cfg.dataset.batch_size for before in [0, *seen[:-1]]]
+    assert [after - before for before, after in zip([0, *seen[:-1]], seen)] == expected
+    assert expected[0] == 8 and expected[-1] == 4
     assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
     assert len(ckpt["SyntheticDataModule"]["vocab"]["tokens"]) > 20  # vocabulary travels along
 

@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 
 from t2f.callbacks.rng import rng_untouched
-from t2f.data.base import ImageStream, StreamLoader
+from t2f.data.base import ImageStream, ScheduledBatches, StreamLoader
 from t2f.train import train
 from tests.conftest import compose_config
 
@@ -88,8 +88,8 @@ def _assert_same_run(straight: dict[str, Any], resumed: dict[str, Any], images: 
 @pytest.mark.parametrize("model, overrides, stops, images", [
     # 8 batches of 8 in two epochs: stopped at the epoch boundary, then in the middle of the second
     ("dcgan", ["model.total_kimg=0.064"], [32, 48], 64),
-    # 4 -> 8 -> 16 -> 32 px, batches of 4 from 16 px on: stopped at the end of the first epoch, which
-    # is the switch to 16 px (a new batch size, a new loader), then mid-epoch while 16 px fades in
+    # 4 -> 8 -> 16 -> 32 px, batches of 4 from 16 px on: stopped at the switch to 16 px (a new
+    # batch size, from the same loader), then mid-epoch while 16 px fades in
     ("t2f", ["model.schedule.batch_size={4: 8, 16: 4}"], [32, 40], 80),
 ])
 def test_a_resumed_run_equals_the_uninterrupted_one_bit_for_bit(tmp_path_factory, model, overrides, stops,
@@ -126,8 +126,29 @@ def test_the_sample_order_is_a_function_of_seed_epoch_rank_and_position() -> Non
     assert list(alone) + list(alone) == whole
 
 
+def test_batches_take_the_size_their_first_image_falls_in_and_a_pass_ends_before_it_overruns() -> None:
+    """A growth schedule's batch size (8 below 16 images, then 3) per batch: no epoch ends early,
+    the sizes follow the position alone (prefetching cannot change them), a pass stops before a
+    batch that would run past its images and the next pass begins there."""
+    trained = [0]
+    stream = ImageStream(20, 0, position=lambda: trained[0])
+    batches = ScheduledBatches(stream, lambda images: 8 if images < 16 else 3)
+    assert len(batches) == 3
+    first = list(batches)
+    assert [len(b) for b in first] == [8, 8, 3]  # the third would be 4 more: 16 + 3 = 19 <= 20
+    assert [key for b in first for key in b] == [stream.at(p) for p in range(19)]
+    trained[0] = 19  # the next pass reads on from the images trained, across the epoch boundary
+    second = list(batches)
+    assert [len(b) for b in second] == [3] * 6 and second[0][0] == stream.at(19)
+    # DDP: the rule sees the images of both processes, each rank its half of the stream
+    ranks = [ScheduledBatches(ImageStream(20, 0, rank, 2, position=lambda: 0),
+                              lambda images: 4 if images < 8 else 2) for rank in (0, 1)]
+    assert [[len(b) for b in r] for r in ranks] == [[4, 2, 2, 2]] * 2
+    assert sorted(i for r in ranks for b in r for i, _ in b) == list(range(20))
+
+
 def test_a_resume_that_would_read_another_order_says_so_and_observers_draw_nothing() -> None:
-    loader = StreamLoader(list(range(10)), sampler=ImageStream(10, 0), batch_size=2)
+    loader = StreamLoader(list(range(10)), batch_sampler=ScheduledBatches(ImageStream(10, 0), lambda images: 2))
     loader.load_state_dict(loader.state_dict())  # the same order: silent
     with pytest.warns(UserWarning, match="read in another order than before the resume"):
         loader.load_state_dict({"seed": 1, "images": 10, "ranks": 1})

@@ -2,8 +2,9 @@
 
 The schedule (``t2f.growth.ProgressiveSchedule``) is a pure function of images seen, and the
 module reads its stage and fade-in from it itself. ``ProgressiveGrowing`` applies what crosses
-into the trainer: the stage's learning rate and batch size, and (with
-``schedule.reset_optimizer``) fresh optimizer state at each phase. For a module without a
+into the trainer: the stage's learning rate, the stage's batch size (handed to the datamodule,
+whose batch sampler reads it per batch), and (with ``schedule.reset_optimizer``) fresh
+optimizer state at each phase. For a module without a
 schedule it does nothing.
 """
 
@@ -17,10 +18,11 @@ from t2f.growth import ProgressiveSchedule, StageState
 
 
 class ProgressiveGrowing(pl.Callback):
-    """Before and after every batch, sets the module's ``stage`` and ``alpha`` from images seen.
+    """Applies the schedule's per-stage learning rate and batch size and its optimizer resets.
 
-    When the stage changes it sets that stage's learning rate and, if the batch size changes,
-    ends the epoch early so Lightning rebuilds the data loader. Optimizer state is kept, unless
+    When the stage changes it sets that stage's learning rate. The batch size needs nothing per
+    batch: at fit start the datamodule's batch sampler is given the schedule's rule, so each
+    batch is as large as its stage asks, with no reload of the loader. Optimizer state is kept, unless
     the schedule's ``reset_optimizer`` clears it before the first batch of every phase (fade-in
     or stable part); the phase last trained is saved in checkpoints, so a resumed run resets
     exactly where an uninterrupted one does.
@@ -36,16 +38,17 @@ class ProgressiveGrowing(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         schedule = self._schedule(pl_module)
-        if schedule is None:
-            return
-        trainer.reload_dataloaders_every_n_epochs = 1  # a new epoch may bring a new batch size
-        self._apply(trainer, pl_module, schedule.at(pl_module.kimg), initial=True)
+        staged = schedule is not None and any(b is not None for b in schedule.batch_sizes)
+        if hasattr(trainer.datamodule, "set_batch_schedule"):  # t2f's datamodules batch by the rule
+            trainer.datamodule.set_batch_schedule(schedule.batch_size_at if staged else None)
+        if schedule is not None:
+            self._apply(trainer, schedule.at(pl_module.kimg), schedule)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                              batch: Any, batch_idx: int) -> None:
         schedule = self._schedule(pl_module)
         if schedule is not None:
-            self._apply(trainer, pl_module, schedule.at(pl_module.kimg))
+            self._apply(trainer, schedule.at(pl_module.kimg), schedule)
             self._enter_phase(trainer, schedule, schedule.phase(self.state))
 
     def _enter_phase(self, trainer: pl.Trainer, schedule: ProgressiveSchedule, phase: tuple[int, bool]) -> None:
@@ -63,20 +66,11 @@ class ProgressiveGrowing(pl.Callback):
             state = schedule.at(pl_module.kimg)
             pl_module.log_dict({"res": float(state.resolution), "alpha": state.alpha}, prog_bar=True)
 
-    def _apply(self, trainer: pl.Trainer, pl_module: pl.LightningModule, state: StageState,
-               initial: bool = False) -> None:
+    def _apply(self, trainer: pl.Trainer, state: StageState, schedule: ProgressiveSchedule) -> None:
         changed = self.state is None or self.state.stage != state.stage
         self.state = state
-        if not changed:
-            return
-        schedule = self._schedule(pl_module)
-        _set_learning_rate(trainer, schedule.learning_rate(state.stage))
-        batch_size = schedule.batch_size(state.stage)
-        datamodule = trainer.datamodule
-        if batch_size is not None and datamodule is not None and datamodule.batch_size != batch_size:
-            datamodule.set_batch_size(batch_size)
-            if not initial:
-                pl_module.end_epoch_early = True  # the loader is rebuilt with the new batch size
+        if changed:
+            _set_learning_rate(trainer, schedule.learning_rate(state.stage))
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Optimizer states are restored after on_fit_start: set this stage's rate again.

@@ -88,10 +88,17 @@ class ImageStream(Sampler[tuple[int, int]]):
         return self.size // self.world_size
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        # read now, when the pass begins, not at its first item
-        start = self.position() if self.position is not None else self._passes * len(self)
-        self._passes += 1
+        start = self.begin_pass()  # read now, when the pass begins, not at its first item
         return (self.at(p) for p in range(start, start + len(self)))
+
+    def next_start(self) -> int:
+        """Where the next pass begins: the images trained (or, without ``position``, pass k at epoch k)."""
+        return self.position() if self.position is not None else self._passes * len(self)
+
+    def begin_pass(self) -> int:
+        start = self.next_start()
+        self._passes += 1
+        return start
 
     def at(self, position: int) -> tuple[int, int]:
         """The key this rank reads after ``position`` images."""
@@ -105,6 +112,40 @@ class ImageStream(Sampler[tuple[int, int]]):
             rng = np.random.default_rng([self.seed % 2**64, epoch])
             self._epoch = (epoch, rng.permutation(self.size), rng.integers(2**63, size=self.size))
         return self._epoch[1], self._epoch[2]
+
+
+class ScheduledBatches(Sampler[list[tuple[int, int]]]):
+    """One pass of an :class:`ImageStream` in batches whose size a rule gives per batch.
+
+    ``batch_size(images)`` is the per-process batch size once ``images`` have been trained on
+    by all processes together (a growth schedule's batch size for its stage there). It is a
+    pure function of the stream's position, so the sizes do not depend on when a batch is
+    prefetched, and a new stage's batch size takes effect at its first batch, without ending
+    the epoch or rebuilding the loader. A pass stops before the batch that would run past
+    its images; the next pass begins there.
+    """
+
+    def __init__(self, stream: ImageStream, batch_size: Callable[[int], int]) -> None:
+        self.stream, self.batch_size = stream, batch_size
+
+    def _batches(self, start: int) -> Iterator[tuple[int, int]]:
+        """``(position, size)`` of each batch of the pass that begins at ``start``."""
+        position, end = start, start + len(self.stream)
+        while True:
+            size = int(self.batch_size(position * self.stream.world_size))
+            if size < 1:
+                raise ValueError(f"the batch size at {position} images must be positive, got {size}")
+            if position + size > end:
+                return
+            yield position, size
+            position += size
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for position, size in self._batches(self.stream.begin_pass()):
+            yield [self.stream.at(p) for p in range(position, position + size)]
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self._batches(self.stream.next_start()))
 
 
 class SeededItems(Dataset):
@@ -138,8 +179,12 @@ class StreamLoader(DataLoader):
     order, and a resume that would read another one (another seed, training set or number of
     processes) says so."""
 
+    @property
+    def stream(self) -> ImageStream:
+        return self.batch_sampler.stream
+
     def state_dict(self) -> dict[str, int]:
-        return {"seed": self.sampler.seed, "images": self.sampler.size, "ranks": self.sampler.world_size}
+        return {"seed": self.stream.seed, "images": self.stream.size, "ranks": self.stream.world_size}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         if state != self.state_dict():
@@ -181,6 +226,7 @@ class FaceDataModule(pl.LightningDataModule):
         self.vocab: Vocabulary | None = None
         self._restored_vocab: Vocabulary | None = None
         self._order_seed = 0  # the run's seed (set_order_seed), not the dataset's own
+        self._batch_schedule: Callable[[int], int | None] | None = None  # set_batch_schedule
 
     # --- subclass API ---------------------------------------------------------------------
     def build(self) -> None:
@@ -217,9 +263,16 @@ class FaceDataModule(pl.LightningDataModule):
         self.setup()
         return self.val_set
 
-    def set_batch_size(self, batch_size: int) -> None:
-        """Progressive training changes the batch size per stage; Lightning then reloads."""
-        self.batch_size = int(batch_size)
+    def set_batch_schedule(self, batch_size: Callable[[int], int | None] | None) -> None:
+        """Training batches take their per-process size from ``batch_size(images seen by all
+        processes)`` (a growth schedule's per-stage batch size; None there: ``dataset.batch_size``);
+        ``None`` restores ``dataset.batch_size`` throughout."""
+        self._batch_schedule = batch_size
+
+    def training_batch_size(self, images: int) -> int:
+        """The per-process batch size of the training batch that begins after ``images``."""
+        size = self._batch_schedule(images) if self._batch_schedule is not None else None
+        return self.batch_size if size is None else int(size)
 
     def set_order_seed(self, seed: int) -> None:
         """The run's ``seed`` orders the training images (RankSeed passes it at fit start)."""
@@ -245,9 +298,7 @@ class FaceDataModule(pl.LightningDataModule):
             order = ImageStream(len(self.train_set), self._order_seed)
         return StreamLoader(
             SeededItems(self.train_set),
-            batch_size=self.batch_size,
-            sampler=order,
-            drop_last=True,
+            batch_sampler=ScheduledBatches(order, self.training_batch_size),
             num_workers=self.num_workers,
             pin_memory=self._pin(),
             persistent_workers=self.num_workers > 0,
