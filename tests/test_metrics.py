@@ -212,6 +212,47 @@ def test_extractor_weights_stay_out_of_state_dict(stub_path: Path) -> None:
     assert m.to("cpu") is m
 
 
+# --- the suite's registry: FID, KID and IS are separate measures on one Inception pass ------
+
+def test_suite_runs_the_chosen_inception_metrics_on_one_extractor_pass(tmp_path: Path, stub_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from t2f.data.synthetic import SyntheticDataModule
+    from t2f.metrics.inception import InceptionMetrics
+    from t2f.metrics.measures import MEASURES
+    from t2f.metrics.suite import MetricSuite
+    from tests.helpers import StubGenerator
+
+    assert [name for name in MEASURES if MEASURES[name][0] == "inception"] == ["fid", "kid", "is"]
+    batches = []
+    features = InceptionMetrics.features
+    monkeypatch.setattr(InceptionMetrics, "features", lambda self, x: batches.append(len(x)) or features(self, x))
+    config = {"_target_": "SyntheticDataModule", "size": 96, "val_size": 32, "resolution": 32}
+    dm = SyntheticDataModule(root=str(tmp_path.parent / "t2f-cache" / "synthetic"), size=96, val_size=32,
+                             resolution=32)
+    generator = StubGenerator(16)
+
+    def suite(names: list[str]) -> MetricSuite:
+        return MetricSuite(inception=dict(names=names, kid_subset_size=6, kid_subsets=5, is_splits=3), num_samples=10,
+                           num_real=12, batch_size=4, cache_dir=str(tmp_path / "metrics"),
+                           inception_weights=str(stub_path), feature_extractor="module")
+
+    everything = suite(["fid", "kid", "is"])
+    result = everything.evaluate(generator, dm, config)
+    assert batches == [4, 4, 4] + [4, 4, 2]  # one pass over the real subset, one per batch of fakes
+    assert list(result.values) == ["fid", "kid", "kid_std", "is", "is_std"]
+    assert len({p.key() for p in result.protocols.values()}) == 1
+    batches.clear()
+    assert everything.evaluate(generator, dm, config).values == result.values and batches == [4, 4, 2]
+    for names, expected in ((["fid"], ["fid"]), (["is", "kid"], ["kid", "kid_std", "is", "is_std"])):
+        batches.clear()
+        chosen = suite(names)
+        values = chosen.evaluate(generator, dm, config).values  # the real features: from the disk cache
+        assert list(values) == expected and values == {k: result.values[k] for k in expected}
+        assert sorted(chosen.inception_metrics()) == sorted(names) and batches == [4, 4, 2]
+    with pytest.raises(ValueError, match="unknown inception metrics"):
+        suite(["fid", "lpips"])
+
+
 # --- Inception weights: local file, missing file, offline ---------------------------------
 
 @pytest.fixture(scope="module")

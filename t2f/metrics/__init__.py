@@ -1,4 +1,4 @@
-"""Evaluation metrics: FID/KID/IS (torchmetrics + torch-fidelity InceptionV3), ProGAN's SWD, and
+"""Evaluation metrics: FID/KID/IS (torch-fidelity InceptionV3, torchmetrics states), ProGAN's SWD, and
 the protocol under which real-image statistics are computed and cached."""
 
 from t2f.metrics.common import to_uint8

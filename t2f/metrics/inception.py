@@ -11,20 +11,21 @@ How the weights load (torch-fidelity 0.4, torchmetrics 1.9, read from their sour
 - torchmetrics' ``FrechetInceptionDistance`` forwards ``feature_extractor_weights_path``, but
   ``KernelInceptionDistance`` and ``InceptionScore`` do not (they always download), and all
   three default to an antialiased torch resize that is *not* the TF protocol. Each would also
-  hold and run its own copy of the network.
+  hold and run its own copy of the network, so none of them is used.
 
 So this module builds the extractor once (``FeatureExtractorInceptionV3`` with features
 ``2048`` and ``logits_unbiased``, loading from a local file that it resolves itself), runs it
-once per batch, and feeds the features to torchmetrics' metrics, which are given a
-pass-through ``feature`` module. torchmetrics then owns the states and their DDP reduction.
+once per batch, and keeps only what each metric needs in small torchmetrics ``Metric``s, which
+own the DDP reduction: FID's float64 sums of the features and of their outer products (summed
+over ranks), and KID's features and IS's logits with their sample numbers (gathered, "cat").
 
 The numbers are torch-fidelity's: ``compute`` passes the gathered states to its own
 ``fid_statistics_to_metric``, ``kid_features_to_metric`` and ``isc_features_to_metric`` with its
 seed (``rng_seed=2020``), so that for the same images FID, KID and IS equal
 ``torch_fidelity.calculate_metrics(input1=generated, input2=real, fid=True, kid=True, isc=True)``
 (IS is of ``input1``; FID to ~1e-6 relative, its statistics coming from float64 sums; KID and IS
-exactly). KID subsets and IS splits depend on the order of the images, so each feature carries
-its sample number (``index``: its place in the folder, among the generated samples, in the real
+exactly). KID subsets and IS splits depend on the order of the images, so each row carries its
+sample number (``index``: its place in the folder, among the generated samples, in the real
 subset) and ``compute`` sorts by it: the numbers do not depend on the batching or on the number
 of processes. torch-fidelity's KID runs in float32 NumPy on the CPU (100 subsets of 1000 images
 take seconds on a many-core machine); it is kept as is for exact equality.
@@ -44,12 +45,11 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import ItemsView, Iterator, KeysView, Mapping, Sequence, ValuesView
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch_fidelity.datasets import ImagesPathDataset
@@ -71,9 +71,6 @@ from torch_fidelity.metric_kid import (
 )
 from torch_fidelity.utils import glob_samples_paths
 from torchmetrics import Metric
-from torchmetrics.image.fid import FrechetInceptionDistance
-from torchmetrics.image.inception import InceptionScore
-from torchmetrics.image.kid import KernelInceptionDistance
 from torchmetrics.utilities import dim_zero_cat
 
 from t2f.metrics.common import as_rgb, dist_rank_world, full_precision, to_uint8
@@ -85,6 +82,7 @@ __all__ = [
     "InceptionMetrics",
     "InceptionWeightsUnavailableWarning",
     "build_inception_metrics",
+    "check_metric_names",
     "default_inception_weights_path",
     "image_files",
     "load_feature_extractor",
@@ -98,6 +96,7 @@ INCEPTION_WEIGHTS_FILENAME: str = URL_INCEPTION_V3.rsplit("/", 1)[-1]  # weights
 INCEPTION = "inception-v3-compat"
 MODULE = "module"
 METRIC_NAMES = ("fid", "kid", "is")
+METRIC_KEYS = {"fid": ("fid",), "kid": ("kid_mean", "kid_std"), "is": ("is_mean", "is_std")}  # compute()'s keys
 _PROBE_RESOLUTION = 64
 RNG_SEED: int = int(FIDELITY_DEFAULTS["rng_seed"])  # 2020: torch-fidelity's seed for KID subsets and IS splits
 IMAGE_EXTENSIONS: str = FIDELITY_DEFAULTS["samples_find_ext"]  # "png,jpg,jpeg", as torch-fidelity lists a folder
@@ -106,6 +105,13 @@ _WARNED: set[str] = set()
 
 class InceptionWeightsUnavailableWarning(UserWarning):
     """The Inception weights could not be found or downloaded; FID/KID/IS are skipped."""
+
+
+def check_metric_names(names: Sequence[str]) -> None:
+    """Raise ``ValueError`` for names other than ``"fid"``, ``"kid"`` and ``"is"``."""
+    unknown = sorted(set(names) - set(METRIC_NAMES))
+    if unknown:
+        raise ValueError(f"unknown inception metrics {unknown}; choose from {list(METRIC_NAMES)}")
 
 
 def default_inception_weights_path() -> Path:
@@ -257,15 +263,8 @@ def load_feature_extractor(
     return _FeatureOutputs(extractor), ident
 
 
-class _PassThrough(nn.Module):
-    """The ``feature`` module given to torchmetrics: features are already extracted."""
-
-    def __init__(self, num_features: int) -> None:
-        super().__init__()
-        self.num_features = num_features
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x
+def _count(state: Tensor | list[Tensor]) -> int:
+    return int(state.shape[0]) if isinstance(state, Tensor) else sum(int(t.shape[0]) for t in state)
 
 
 def _in_order(features: Tensor | list[Tensor], index: Tensor | list[Tensor]) -> Tensor:
@@ -274,110 +273,14 @@ def _in_order(features: Tensor | list[Tensor], index: Tensor | list[Tensor]) -> 
     return feats[torch.argsort(idx.to(feats.device), stable=True)]
 
 
-def _count(state: Tensor | list[Tensor]) -> int:
-    return int(state.shape[0]) if isinstance(state, Tensor) else sum(int(t.shape[0]) for t in state)
-
-
-def _quiet_init(metric: Metric, init: Any, **kwargs: Any) -> None:
-    """torchmetrics' KID/IS warn that they keep all features, which is what torch-fidelity needs."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
-        init(metric, **kwargs)
-
-
-class _FidelityFID(FrechetInceptionDistance):
-    """torchmetrics' FID states (float64 sums, summed over ranks); the value is torch-fidelity's
-    ``fid_statistics_to_metric`` (input1 = generated) on the same mean and covariance (ddof 1)."""
-
-    def compute(self) -> Tensor:
-        n_fake, n_real = int(self.fake_features_num_samples), int(self.real_features_num_samples)
-        if min(n_fake, n_real) < 2:
-            raise ValueError(f"FID needs at least 2 real and 2 generated images, got {n_real} and {n_fake}")
-        fake = _fid_statistics(self.fake_features_sum, self.fake_features_cov_sum, n_fake)
-        real = _fid_statistics(self.real_features_sum, self.real_features_cov_sum, n_real)
-        return torch.tensor(fid_statistics_to_metric(fake, real, verbose=False)[KEY_METRIC_FID], dtype=torch.float64)
-
-
-def _fid_statistics(total: Tensor, outer: Tensor, n: int) -> dict[str, np.ndarray]:
-    """torch-fidelity's ``{"mu", "sigma"}`` (``np.cov``, ddof 1) from torchmetrics' float64 sums."""
-    mu = total.double() / n
-    sigma = (outer.double() - n * torch.outer(mu, mu)) / (n - 1)
-    return {"mu": mu.cpu().numpy(), "sigma": sigma.cpu().numpy()}
-
-
-class _FidelityKID(KernelInceptionDistance):
-    """torchmetrics' KID states, each feature with its sample number; the value is torch-fidelity's
-    ``kid_features_to_metric(generated, real)``: its seeded ``RandomState`` subsets, float32 kernel."""
-
-    def __init__(self, seed: int = RNG_SEED, **kwargs: Any) -> None:
-        _quiet_init(self, KernelInceptionDistance.__init__, **kwargs)
-        self.seed = seed
-        for name in ("real_features", "fake_features", "real_index", "fake_index"):
-            self.add_state(name, [], dist_reduce_fx="cat")  # "cat": ranks may hold different batch counts
-
-    def update(self, imgs: Tensor, real: bool, index: Tensor) -> None:  # type: ignore[override]
-        super().update(imgs, real)
-        (self.real_index if real else self.fake_index).append(index)
-
-    def reset(self) -> None:
-        """torchmetrics keeps ``real_features`` when ``reset_real_features`` is False; keep their numbers too."""
-        if self.reset_real_features:
-            super().reset()
-            return
-        value = self._defaults.pop("real_index")
-        try:
-            super().reset()
-        finally:
-            self._defaults["real_index"] = value
-
-    def compute(self) -> tuple[Tensor, Tensor]:
-        n_fake, n_real = _count(self.fake_features), _count(self.real_features)
-        if min(n_fake, n_real) < self.subset_size:
-            raise ValueError(
-                f"KID subset size {self.subset_size} exceeds the number of images ({n_real} real, "
-                f"{n_fake} generated); lower metrics.inception.kid_subset_size")
-        out = kid_features_to_metric(
-            _in_order(self.fake_features, self.fake_index).float().cpu(),
-            _in_order(self.real_features, self.real_index).float().cpu(),
-            kid_subsets=self.subsets, kid_subset_size=self.subset_size, kid_kernel="poly",
-            kid_kernel_poly_degree=self.degree, kid_kernel_poly_gamma=self.gamma, kid_kernel_poly_coef0=self.coef,
-            rng_seed=self.seed, verbose=False)
-        return (torch.tensor(out[KEY_METRIC_KID_MEAN], dtype=torch.float64),
-                torch.tensor(out[KEY_METRIC_KID_STD], dtype=torch.float64))
-
-
-class _FidelityIS(InceptionScore):
-    """torchmetrics' IS state (generated logits), each with its sample number; the value is
-    torch-fidelity's ``isc_features_to_metric``: seeded shuffle, ``i * N // splits`` splits, ``np.std``."""
-
-    def __init__(self, seed: int = RNG_SEED, **kwargs: Any) -> None:
-        _quiet_init(self, InceptionScore.__init__, **kwargs)
-        self.seed = seed
-        for name in ("features", "index"):
-            self.add_state(name, [], dist_reduce_fx="cat")
-
-    def update(self, imgs: Tensor, index: Tensor) -> None:  # type: ignore[override]
-        super().update(imgs)
-        self.index.append(index)
-
-    def compute(self) -> tuple[Tensor, Tensor]:
-        n = _count(self.features)
-        if n < self.splits:
-            raise ValueError(f"IS with {self.splits} splits needs at least {self.splits} generated images, got {n}; "
-                             f"lower metrics.inception.is_splits")
-        logits = _in_order(self.features, self.index).float().cpu()
-        out = isc_features_to_metric(logits, self.splits, shuffle=True, rng_seed=self.seed)
-        return (torch.tensor(out[KEY_METRIC_ISC_MEAN], dtype=torch.float64),
-                torch.tensor(out[KEY_METRIC_ISC_STD], dtype=torch.float64))
-
-
 class _FeatureStore(Metric):
-    """All real features with their sample numbers (cat over ranks), for ``real_statistics()``."""
+    """Rows (features or logits) with their sample numbers, cat-gathered over ranks, since KID,
+    IS and the real-statistics cache need every row in torch-fidelity's order, not a reduction."""
 
     full_state_update = False
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**{"compute_with_cache": False, **kwargs})  # no second copy of every row
         self.add_state("features", default=[], dist_reduce_fx="cat")
         self.add_state("index", default=[], dist_reduce_fx="cat")
 
@@ -386,22 +289,53 @@ class _FeatureStore(Metric):
         self.index.append(index)
 
     def compute(self) -> Tensor:
-        return _in_order(self.features, self.index)
+        """All ranks' rows in sample order, on the CPU; (0,) when there are none."""
+        if not _count(self.features):
+            return torch.empty(0)
+        return _in_order(self.features, self.index).cpu()
+
+
+class _Moments(Metric):
+    """FID's state for one side: float64 sums of the features and of their outer products, summed
+    over ranks, so the mean and covariance need no stored features."""
+
+    full_state_update = False
+
+    def __init__(self, num_features: int, **kwargs: Any) -> None:
+        super().__init__(**{"compute_with_cache": False, **kwargs})
+        self.add_state("total", torch.zeros(num_features, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("outer", torch.zeros(num_features, num_features, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, features: Tensor) -> None:
+        features = features.double()
+        self.total += features.sum(dim=0)
+        self.outer += features.t().mm(features)
+        self.count += features.shape[0]
+
+    def compute(self) -> dict[str, Any]:
+        """torch-fidelity's ``{"mu", "sigma"}`` (``np.cov``, ddof 1), with the count ``n``."""
+        n = int(self.count)
+        mu = self.total / n
+        sigma = (self.outer - n * torch.outer(mu, mu)) / (n - 1)
+        return {"mu": mu.cpu().numpy(), "sigma": sigma.cpu().numpy(), "n": n}
 
 
 class InceptionMetrics(nn.Module):
-    """FID / KID / IS on one shared feature extractor; a read-only mapping name -> torchmetrics Metric.
+    """FID / KID / IS on one shared feature extractor; a read-only mapping name -> the torchmetrics
+    ``Metric`` that holds that metric's generated side (FID's sums, KID's features, IS's logits).
 
     ``update(images, real, index)`` takes images in [-1, 1] (or uint8), runs the extractor once
     and feeds every metric (IS sees fakes only). ``index`` numbers the images within their side
     (KID and IS, like torch-fidelity, depend on the order); without it, each process numbers its
     images in update order and the processes interleave (rank r's k-th image is k * world + r, as
     a ``DistributedSampler`` deals them). ``compute()`` -> ``{"fid", "kid_mean", "kid_std",
-    "is_mean", "is_std"}`` for the metrics built, as 0-dim float tensors, equal to torch-fidelity's
-    ``calculate_metrics`` with generated images as ``input1``; under DDP call update and compute on
-    every rank. ``seed`` is torch-fidelity's ``rng_seed``. ``reset()`` clears the fake side and
-    keeps the real one (pass ``real=True`` to clear both). ``real_statistics()`` /
-    ``load_real_statistics()`` export and restore the real side (in sample order) for the disk
+    "is_mean", "is_std"}`` for the metrics built (or those in ``names``), as 0-dim float tensors,
+    equal to torch-fidelity's ``calculate_metrics`` with generated images as ``input1``; under DDP
+    call update and compute on every rank. ``seed`` is torch-fidelity's ``rng_seed``;
+    ``kid_subset_size`` and ``is_splits`` may be changed before ``compute``. ``reset()`` clears
+    the fake side and keeps the real one (pass ``real=True`` to clear both). ``real_statistics()``
+    / ``load_real_statistics()`` export and restore the real side (in sample order) for the disk
     cache of ``t2f.metrics.protocol``.
 
     Empty (``len() == 0``, falsy, ``available`` False) when the weights were unavailable; then
@@ -422,38 +356,33 @@ class InceptionMetrics(nn.Module):
         **metric_kwargs: Any,
     ) -> None:
         super().__init__()
-        unknown = sorted(set(names) - set(METRIC_NAMES))
-        if unknown:
-            raise ValueError(f"unknown inception metrics {unknown}; choose from {list(METRIC_NAMES)}")
+        check_metric_names(names)
         self._extractor = [extractor]  # a list hides it from state_dict / parameters()
         self.feature_extractor_id = feature_extractor_id
-        self.batch_size = batch_size
+        self.kid_subset_size, self.kid_subsets, self.is_splits = kid_subset_size, kid_subsets, is_splits
         self.seed = seed
+        self.batch_size = batch_size
         self._seen = {True: 0, False: 0}  # images numbered so far on this process, per side
         self.metrics = nn.ModuleDict()
+        self.real_moments: _Moments | None = None
         if extractor is None or not names:
             return
-        num_features, num_logits = self._probe(extractor)
-        self.real_store = _FeatureStore(**metric_kwargs)
-        if "fid" in names:
-            self.metrics["fid"] = _FidelityFID(
-                feature=_PassThrough(num_features), reset_real_features=False, **metric_kwargs)
-        if "kid" in names:
-            self.metrics["kid"] = _FidelityKID(
-                seed=seed, feature=_PassThrough(num_features), subsets=kid_subsets,
-                subset_size=kid_subset_size, reset_real_features=False, **metric_kwargs)
-        if "is" in names:
-            self.metrics["is"] = _FidelityIS(seed=seed, feature=_PassThrough(num_logits), splits=is_splits,
-                                             **metric_kwargs)
+        self.real_store = _FeatureStore(**metric_kwargs)  # KID's real side and real_statistics()
+        for name in (n for n in METRIC_NAMES if n in names):
+            if name == "fid":
+                num_features = self._probe(extractor)
+                self.real_moments = _Moments(num_features, **metric_kwargs)
+                self.metrics[name] = _Moments(num_features, **metric_kwargs)
+            else:
+                self.metrics[name] = _FeatureStore(**metric_kwargs)
 
     @staticmethod
-    def _probe(extractor: nn.Module) -> tuple[int, int]:
-        inner = getattr(extractor, "module", extractor)
-        if isinstance(inner, FeatureExtractorInceptionV3):
-            return 2048, 1008
+    def _probe(extractor: nn.Module) -> int:
+        if isinstance(getattr(extractor, "module", extractor), FeatureExtractorInceptionV3):
+            return 2048
         with torch.no_grad():
-            feats, logits = extractor(torch.zeros(2, 3, _PROBE_RESOLUTION, _PROBE_RESOLUTION, dtype=torch.uint8))
-        return feats.shape[1], logits.shape[1]
+            feats, _ = extractor(torch.zeros(2, 3, _PROBE_RESOLUTION, _PROBE_RESOLUTION, dtype=torch.uint8))
+        return feats.shape[1]
 
     # --- mapping of metrics -------------------------------------------------------------
     def __getitem__(self, name: str) -> Metric:
@@ -468,13 +397,13 @@ class InceptionMetrics(nn.Module):
     def __contains__(self, name: object) -> bool:
         return name in self.metrics
 
-    def keys(self):
+    def keys(self) -> KeysView[str]:
         return self.metrics.keys()
 
-    def values(self):
+    def values(self) -> ValuesView[Metric]:
         return self.metrics.values()
 
-    def items(self):
+    def items(self) -> ItemsView[str, Metric]:
         return self.metrics.items()
 
     @property
@@ -528,14 +457,14 @@ class InceptionMetrics(nn.Module):
                              f"{feats.shape[0]} images")
         if real:
             self.real_store.update(feats, index)
+            if self.real_moments is not None:
+                self.real_moments.update(feats)
+            return
         for name, metric in self.metrics.items():
-            if name == "is":
-                if not real:
-                    metric.update(features["logits"], index=index)
-            elif name == "kid":
-                metric.update(feats, real=real, index=index)
+            if name == "fid":
+                metric.update(feats)
             else:
-                metric.update(feats, real=real)
+                metric.update(features["logits"] if name == "is" else feats, index)
 
     def _sample_numbers(self, n: int, real: bool) -> Tensor:
         """Default numbering: this process's k-th image is k * world + rank (interleaved ranks)."""
@@ -544,43 +473,57 @@ class InceptionMetrics(nn.Module):
         self._seen[real] += n
         return torch.arange(start, start + n) * world + rank
 
-    def compute(self, dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
-        """The metric values as 0-dim tensors of ``dtype`` (float64 keeps torch-fidelity's exact floats)."""
+    def compute(self, dtype: torch.dtype = torch.float32, names: Sequence[str] | None = None) -> dict[str, Tensor]:
+        """The values of the metrics built (or of ``names`` among them) as 0-dim tensors of ``dtype``
+        (float64 keeps torch-fidelity's exact floats)."""
         out: dict[str, Tensor] = {}
-        for name, metric in self.metrics.items():
-            value = metric.compute()
-            if name == "fid":
-                out["fid"] = value.to(dtype)
-            else:
-                out[f"{name}_mean"], out[f"{name}_std"] = value[0].to(dtype), value[1].to(dtype)
+        for name in self.metrics if names is None else names:
+            if name not in self.metrics:
+                raise ValueError(f"{name!r} was not built; these were: {list(self.metrics)}")
+            values = {"fid": self._fid, "kid": self._kid, "is": self._is}[name]()
+            out.update({key: torch.tensor(value, dtype=dtype) for key, value in zip(METRIC_KEYS[name], values)})
         return out
+
+    def _fid(self) -> tuple[float]:
+        fake, real = self.metrics["fid"].compute(), self.real_moments.compute()
+        if min(fake["n"], real["n"]) < 2:
+            raise ValueError(f"FID needs at least 2 real and 2 generated images, got {real['n']} and {fake['n']}")
+        return (fid_statistics_to_metric(fake, real, verbose=False)[KEY_METRIC_FID],)
+
+    def _kid(self) -> tuple[float, float]:
+        fake, real = self.metrics["kid"].compute(), self.real_store.compute()
+        if min(len(fake), len(real)) < self.kid_subset_size:
+            raise ValueError(
+                f"KID subset size {self.kid_subset_size} exceeds the number of images ({len(real)} real, "
+                f"{len(fake)} generated); lower metrics.inception.kid_subset_size")
+        out = kid_features_to_metric(fake.float(), real.float(), kid_subsets=self.kid_subsets,
+                                     kid_subset_size=self.kid_subset_size, rng_seed=self.seed, verbose=False)
+        return out[KEY_METRIC_KID_MEAN], out[KEY_METRIC_KID_STD]
+
+    def _is(self) -> tuple[float, float]:
+        logits = self.metrics["is"].compute()
+        if len(logits) < self.is_splits:
+            raise ValueError(f"IS with {self.is_splits} splits needs at least {self.is_splits} generated images, "
+                             f"got {len(logits)}; lower metrics.inception.is_splits")
+        out = isc_features_to_metric(logits.float(), self.is_splits, shuffle=True, rng_seed=self.seed)
+        return out[KEY_METRIC_ISC_MEAN], out[KEY_METRIC_ISC_STD]
 
     def reset(self, real: bool = False) -> None:
         """Clear the fake side (and the real side too if ``real``)."""
         self._seen[False] = 0
-        if real:
-            self._seen[True] = 0
         for metric in self.metrics.values():
-            if real and hasattr(metric, "reset_real_features"):
-                metric.reset_real_features = True
-                try:
-                    metric.reset()
-                finally:
-                    metric.reset_real_features = False
-            else:
-                metric.reset()
+            metric.reset()
         if real and self.available:
+            self._seen[True] = 0
             self.real_store.reset()
+            if self.real_moments is not None:
+                self.real_moments.reset()
 
     def real_statistics(self) -> dict[str, Tensor]:
         """``{"real_features": (N, D)}`` from all ranks, on the CPU (collective under DDP)."""
         if not self.available:
             return {}
-        store = self.real_store
-        with store.sync_context(should_sync=store.sync_on_compute, should_unsync=True):
-            state = store.features
-            feats = _in_order(state, store.index) if not isinstance(state, list) or state else torch.empty(0)
-            return {"real_features": feats.detach().cpu().clone()}
+        return {"real_features": self.real_store.compute()}
 
     def load_real_statistics(self, stats: Mapping[str, Tensor]) -> None:
         """Replace the real side by ``real_statistics()`` output (rank 0 holds it all)."""
@@ -626,9 +569,7 @@ def build_inception_metrics(
         FileNotFoundError: ``weights_path`` does not exist.
         ValueError: the file is not an Inception state dict / module, or unknown names.
     """
-    unknown = sorted(set(names) - set(METRIC_NAMES))
-    if unknown:
-        raise ValueError(f"unknown inception metrics {unknown}; choose from {list(METRIC_NAMES)}")
+    check_metric_names(names)
     loaded = load_feature_extractor(feature_extractor, weights_path) if names else None
     extractor, ident = loaded if loaded is not None else (None, None)
     return InceptionMetrics(extractor, ident, names, kid_subset_size=kid_subset_size, kid_subsets=kid_subsets,

@@ -4,7 +4,8 @@ Each measure is a small object: :meth:`prepare` gets its real-image statistics (
 protocol and cached by the suite) and returns a :class:`Measurement`, whose ``update`` sees every
 batch of fakes and whose ``compute`` gives the values (on every rank, with their collectives).
 :data:`MEASURES` names them in the order they run; ``MetricSuite`` prepares the ones its config
-turns on, feeds them the same fakes and gathers their values. Diversity draws its own fakes (many
+turns on, feeds them the same fakes and gathers their values; measures that read the same features
+(FID, KID, IS) share them through ``Round.shared``. Diversity draws its own fakes (many
 per caption) and runs after them.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -21,7 +23,7 @@ from torch.utils.data import Dataset
 
 from t2f.data.attributes import AttributeTask
 from t2f.metrics.alignment import AlignmentMetric, mismatched_candidates, predict_log_probs
-from t2f.metrics.inception import REPORTED_NAMES
+from t2f.metrics.inception import METRIC_KEYS, REPORTED_NAMES, InceptionMetrics
 from t2f.metrics.protocol import Protocol
 from t2f.metrics.swd import SlicedWassersteinDistance
 
@@ -66,6 +68,7 @@ class Round:
     real_indices: Sequence[int]
     base: dict[str, Any]  # the Protocol fields every measure shares
     common: dict[str, Any]  # the Protocol options every measure shares
+    shared: dict[str, Any] = field(default_factory=dict)  # what measures prepare once per round
 
 
 @dataclass
@@ -104,13 +107,31 @@ def measure_swd(suite: MetricSuite, r: Round) -> Measurement | None:
     return Measurement(lambda x, start, stop: swd.update(x, real=False), compute, protocols)
 
 
-def measure_inception(suite: MetricSuite, r: Round) -> Measurement | None:
-    """FID, KID and IS on torch-fidelity's InceptionV3 features (those ``metrics.inception.names`` lists)."""
+def measure_inception(suite: MetricSuite, r: Round, name: str) -> Measurement | None:
+    """FID, KID or IS (``name``) on torch-fidelity's InceptionV3 features. They share one extractor
+    pass per batch and one real-statistics pass: the first of them prepared in a round loads the
+    real features and feeds the fakes to all those ``metrics.inception.names`` lists; the others
+    only compute."""
     inc = suite.inception_metrics()
     if not inc.available:
         suite.warn("FID/KID/IS are skipped: the Inception weights are not available "
                    "(set metrics.inception_weights=/path/to/weights; see the warning above)")
         return None
+    first = "inception" not in r.shared
+    if first:
+        r.shared["inception"] = _prepare_inception(suite, r, inc)
+
+    def update(x: Tensor, start: int, stop: int) -> None:
+        if first:
+            inc.update(x, real=False, index=torch.arange(start, stop))
+
+    return Measurement(update, lambda: {REPORTED_NAMES[k]: v for k, v in inc.compute(names=[name]).items()},
+                       {REPORTED_NAMES[k]: r.shared["inception"] for k in METRIC_KEYS[name]})
+
+
+def _prepare_inception(suite: MetricSuite, r: Round, inc: InceptionMetrics) -> Protocol:
+    """Load the round's real features into ``inc`` (cleared of fakes), fit KID subsets and IS
+    splits to the image counts; returns the protocol FID, KID and IS are reported under."""
     inc.to(r.device)
     proto = Protocol(feature_extractor=inc.feature_extractor_id, **{**r.base, "num_fake": 0}, options=r.common)
 
@@ -122,18 +143,11 @@ def measure_inception(suite: MetricSuite, r: Round) -> Measurement | None:
 
     inc.load_real_statistics(suite.real_statistics(("inception", proto.key()), proto, "inception", real_statistics))
     opts = suite.inception
-    subset = min(int(opts["kid_subset_size"]), len(r.real_indices), r.num_fake)
-    splits = min(int(opts["is_splits"]), r.num_fake)
-    if "kid" in inc:
-        inc["kid"].subset_size = subset
-    if "is" in inc:
-        inc["is"].splits = splits
-    reported = proto.replace(num_fake=r.num_fake, options={
-        **r.common, "kid_subset_size": subset, "kid_subsets": opts["kid_subsets"], "is_splits": splits,
-        "seed": r.seed})
-    return Measurement(lambda x, start, stop: inc.update(x, real=False, index=torch.arange(start, stop)),
-                       lambda: {REPORTED_NAMES[k]: v for k, v in inc.compute().items()},
-                       {name: reported for name in ("fid", "kid", "kid_std", "is", "is_std")})
+    inc.kid_subset_size = min(int(opts["kid_subset_size"]), len(r.real_indices), r.num_fake)
+    inc.is_splits = min(int(opts["is_splits"]), r.num_fake)
+    return proto.replace(num_fake=r.num_fake, options={
+        **r.common, "kid_subset_size": inc.kid_subset_size, "kid_subsets": opts["kid_subsets"],
+        "is_splits": inc.is_splits, "seed": r.seed})
 
 
 def measure_alignment(suite: MetricSuite, r: Round) -> Measurement | None:
@@ -171,9 +185,12 @@ def measure_alignment(suite: MetricSuite, r: Round) -> Measurement | None:
     return Measurement(update, lambda: relative_to_real(metric.compute(), extra), protocols)
 
 
-# name -> (the MetricSuite option that turns it on, the measure); they run in this order
+# name -> (the MetricSuite option that turns it on, the measure); they run in this order. An option
+# block with ``names`` (metrics.inception.names) turns on only the measures it names.
 MEASURES: Mapping[str, tuple[str, Callable[[MetricSuite, Round], Measurement | None]]] = {
     "swd": ("swd", measure_swd),
-    "fid/kid/is": ("inception", measure_inception),
+    "fid": ("inception", partial(measure_inception, name="fid")),
+    "kid": ("inception", partial(measure_inception, name="kid")),
+    "is": ("inception", partial(measure_inception, name="is")),
     "alignment": ("alignment", measure_alignment),
 }

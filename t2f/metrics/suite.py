@@ -1,7 +1,7 @@
 """One evaluation of a GAN module: generate samples, compare them with real images, report
 numbers with their protocol. Used by the training callback and by ``python -m t2f.evaluate``.
 The metrics that read the one stream of samples are the measures of :mod:`t2f.metrics.measures`
-(one registry: SWD, FID/KID/IS, alignment); diversity draws its own samples after them.
+(one registry: SWD, FID, KID, IS, alignment); diversity draws its own samples after them.
 
 ``MetricSuite.evaluate(module, datamodule, dataset_config, seed)``:
 
@@ -66,6 +66,7 @@ from t2f.metrics.inception import (
     INCEPTION,
     InceptionMetrics,
     build_inception_metrics,
+    check_metric_names,
 )
 from t2f.metrics.measures import MEASURES, Round, attribute_task
 from t2f.metrics.protocol import Protocol, cached_real_statistics
@@ -181,7 +182,8 @@ class MetricSuite:
 
     Args:
         swd: SWD options (``SWD_DEFAULTS``), or None to skip SWD.
-        inception: ``{names: [fid, kid, is], kid_subset_size, kid_subsets, is_splits}``, or None.
+        inception: ``{names: [fid, kid, is], kid_subset_size, kid_subsets, is_splits}``, or None;
+            ``names`` picks the measures (one Inception pass serves them all).
         alignment: classifier and R-precision options (``ALIGNMENT_DEFAULTS``), or None.
         diversity: ``{captions, per_caption, min_real}`` (``DIVERSITY_DEFAULTS``), or None; uses
             the alignment classifier (its options from ``alignment``, else the defaults).
@@ -211,6 +213,8 @@ class MetricSuite:
             raise ValueError("metrics.num_samples, metrics.num_real and metrics.batch_size must be positive")
         self.swd = {**SWD_DEFAULTS, **dict(swd)} if swd is not None else None
         self.inception = {**INCEPTION_DEFAULTS, **dict(inception)} if inception is not None else None
+        if self.inception is not None:
+            check_metric_names(self.inception["names"])
         self.alignment = {**ALIGNMENT_DEFAULTS, **dict(alignment)} if alignment is not None else None
         self.diversity = {**DIVERSITY_DEFAULTS, **dict(diversity)} if diversity is not None else None
         if not (self.swd or self.inception or self.alignment or self.diversity):
@@ -233,6 +237,12 @@ class MetricSuite:
         self._warned.add(message)
         if dist_rank_world()[0] == 0:
             warnings.warn(message, MetricWarning, stacklevel=3)
+
+    def selects(self, name: str, option: str) -> bool:
+        """Whether measure ``name`` runs: its option block is set and, where the block has ``names``
+        (``metrics.inception.names``), lists it."""
+        opts = getattr(self, option)
+        return opts is not None and name in opts.get("names", (name,))
 
     def inception_metrics(self) -> InceptionMetrics:
         if self._inception is None:
@@ -310,8 +320,8 @@ class MetricSuite:
                     crop=ident.crop, resize=ident.resize_to(res))
         common = {"dataset_config": ident.fingerprint, "real_seed": self.real_seed}
         round_ = Round(module, datamodule, device, res, m, seed, captions, ident, real_set, real_idx, base, common)
-        measurements = [measure(self, round_) for option, measure in MEASURES.values()
-                        if getattr(self, option) is not None]
+        measurements = [measure(self, round_) for name, (option, measure) in MEASURES.items()
+                        if self.selects(name, option)]
         measurements = [found for found in measurements if found is not None]
         protocols = {name: p for found in measurements for name, p in found.protocols.items()}
         notes = [note for found in measurements for note in found.notes]
