@@ -7,7 +7,11 @@ way. A graph that fails to compile (no C++ compiler, an operation the backend la
 with a warning instead of stopping the run (dynamo's ``suppress_errors``). Compiling in place
 (``nn.Module.compile``) keeps parameter names, so checkpoints load with or without it. Each new
 resolution of a progressive model is a new graph, compiled on its first batch;
-``experiments/benchmark.py`` prints what the first batch costs.
+``experiments/benchmark.py`` prints what the first batch costs. On a GPU, compiled networks keep
+NCHW weights: with channels-last weights, torch 2.11's compiled DCGAN generator failed its first
+backward on an H100 (inductor expected a channels-last weight gradient of the 4x4 transposed
+convolution; cuDNN returned a contiguous one), and channels-last barely changes GPU speed
+(experiments/results/benchmark_gpu.md).
 """
 
 from __future__ import annotations
@@ -18,6 +22,14 @@ from t2f.gan_loss import GANLoss
 
 #: Methods by which the modules call a critic besides ``forward`` (ProGAN's trunk, head, embedding).
 CRITIC_ENTRY_POINTS = ("features", "head", "embed")
+
+
+def channels_last_when_compiling(channels_last: bool, compiling: bool, device_type: str) -> tuple[bool, str | None]:
+    """Whether to keep channels-last weights, and why not (for the run's log)."""
+    if channels_last and compiling and device_type == "cuda":
+        return False, ("model.compile on a GPU: weights and images stay NCHW (compiled channels-last "
+                       "transposed convolutions failed their backward there; experiments/results/benchmark_gpu.md)")
+    return channels_last, None
 
 
 def compile_for_training(generator: nn.Module, critic: nn.Module, loss: GANLoss) -> str:

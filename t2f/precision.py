@@ -6,9 +6,10 @@ fast as fp32, the critic's gradient penalty included, at the same caption alignm
 1.5 times as fast (issue 20: 118 -> 179 images/s, T2F at 32 px, 2 cores). bf16 autocast rounds
 the same way whichever instructions multiply, so the quality measured with AMX holds there.
 Other CPUs have no fast bf16 path, so fp32 stays. On
-GPUs auto keeps fp32: on an H200 at the default widths the step waits on kernel launches and
-bf16 made T2F slower (0.86x; experiments/results/benchmark_gpu.md). Set
-``trainer.precision=bf16-mixed`` for wide models, where it also halves activation memory.
+GPUs auto keeps fp32: on an H100 bf16 made every model slower, at the default widths and 64 px
+(T2F 0.83x, StyleGAN 0.93x) and at the paper's widths and 128 px (StyleGAN 0.91x, T2F 0.78x),
+since fp32 convolutions already run in TF32 on tensor cores (experiments/results/benchmark_gpu.md).
+Set ``trainer.precision=bf16-mixed`` for a model that does not fit: it cut peak GPU memory 6x.
 """
 
 from __future__ import annotations
@@ -62,8 +63,9 @@ def explain_precision(precision: str | int, accelerator: str) -> tuple[str | int
     if precision != AUTO:
         return precision, "set by trainer.precision"
     if not runs_on_cpu(str(accelerator)):
-        return "32-true", ("auto on a GPU: at the default widths bf16 did not pay on an H200 "
-                           "(experiments/results/benchmark_gpu.md); set trainer.precision=bf16-mixed for wide models")
+        return "32-true", ("auto on a GPU: bf16 was slower than fp32 (TF32) on an H100 for every model, at the default "
+                           "and the paper's widths (experiments/results/benchmark_gpu.md); "
+                           "trainer.precision=bf16-mixed uses 6x less GPU memory")
     kind = cpu_bf16_kind()
     if kind == "AMX":
         return "bf16-mixed", "auto: this CPU has bf16 matrix units (AMX), 1.6x faster than fp32 at equal quality"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import t2f
-from t2f.compiling import compile_for_training
+from t2f.compiling import channels_last_when_compiling, compile_for_training
 from t2f.gan_loss import GANLoss
 from t2f.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from tests.conftest import REPO, TINY, TINY_MODEL
@@ -54,3 +54,8 @@ def test_compile_leaves_a_penalised_critic_eager_and_keeps_parameter_names():
     g, d = nets()
     assert compile_for_training(g, d, GANLoss("hinge")) == "the generator and the critic are compiled"
     assert d._compiled_call_impl is not None
+    # compiled on a GPU, weights stay NCHW (channels-last failed there); elsewhere as configured
+    assert channels_last_when_compiling(True, True, "cuda")[0] is False
+    assert "NCHW" in channels_last_when_compiling(True, True, "cuda")[1]
+    assert channels_last_when_compiling(True, True, "cpu") == (True, None)
+    assert channels_last_when_compiling(True, False, "cuda") == (True, None)
