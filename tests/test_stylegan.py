@@ -303,3 +303,15 @@ def test_unconditional_stylegan_needs_no_captions(tmp_path):
     train(cfg)
     assert cfg.model.text is None
     assert (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_without_noise_inputs_the_layers_have_none_and_the_image_is_a_function_of_z():
+    g = StyleGANGenerator(8, 8, 16, mapping_layers=2, fmap_base=32, fmap_max=8, noise_inputs=False).eval()
+    assert all(layer.noise is None for layer in g.synthesis.layers)
+    assert not any("noise" in name for name, _ in g.named_parameters())
+    z = torch.randn(2, 8)
+    a, b = g.synthesis.make_noise(2), g.synthesis.make_noise(2)
+    with torch.no_grad():  # the noise maps are ignored, so sampling and training passes agree on z alone
+        assert torch.equal(g.sample(z, noise=a), g.sample(z, noise=b))
+        rebuilt = StyleGANGenerator(**g.init_kwargs)  # exported files keep the choice
+    assert all(layer.noise is None for layer in rebuilt.synthesis.layers)

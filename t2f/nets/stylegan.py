@@ -166,12 +166,12 @@ class StyleLayer(nn.Module):
     """
 
     def __init__(self, in_channels: int | None, out_channels: int, w_dim: int, upsample: bool = False,
-                 noise_lr_multiplier: float = 1.0) -> None:
+                 noise_lr_multiplier: float = 1.0, noise_inputs: bool = True) -> None:
         super().__init__()
         self.upsample = upsample
         self.conv = EqualizedConv2d(in_channels, out_channels, 3, bias=False) if in_channels else None
         self.blur = Blur() if upsample else None
-        self.noise = NoiseInjection(out_channels, noise_lr_multiplier)
+        self.noise = NoiseInjection(out_channels, noise_lr_multiplier) if noise_inputs else None
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.act = nn.LeakyReLU(_LRELU_SLOPE)
         self.adain = AdaIN(out_channels, w_dim)
@@ -183,7 +183,8 @@ class StyleLayer(nn.Module):
             x = self.conv(x)
         if self.blur is not None:
             x = self.blur(x)
-        x = self.noise(x, noise)
+        if self.noise is not None:
+            x = self.noise(x, noise)
         x = self.act(x + self.bias.view(1, -1, 1, 1))
         return self.adain(x, w)
 
@@ -211,6 +212,7 @@ class SynthesisNetwork(nn.Module):
         fmap_max: int = 512,
         out_channels: int = 3,
         noise_lr_multiplier: float = 1.0,
+        noise_inputs: bool = True,
     ) -> None:
         super().__init__()
         self.w_dim = int(w_dim)
@@ -224,8 +226,9 @@ class SynthesisNetwork(nn.Module):
         layers: list[StyleLayer] = []
         for k, c in enumerate(self.channels):
             in_channels = None if k == 0 else self.channels[k - 1]  # the first layer styles the constant
-            layers.append(StyleLayer(in_channels, c, self.w_dim, upsample=k > 0, noise_lr_multiplier=noise_lr_multiplier))
-            layers.append(StyleLayer(c, c, self.w_dim, noise_lr_multiplier=noise_lr_multiplier))
+            noise = {"noise_lr_multiplier": noise_lr_multiplier, "noise_inputs": noise_inputs}
+            layers.append(StyleLayer(in_channels, c, self.w_dim, upsample=k > 0, **noise))
+            layers.append(StyleLayer(c, c, self.w_dim, **noise))
         self.layers = nn.ModuleList(layers)
         self.to_rgb = nn.ModuleList(EqualizedConv2d(c, self.out_channels, 1, gain=1.0) for c in self.channels)
 
@@ -318,6 +321,7 @@ class StyleGANGenerator(GeneratorNet):
         noise_lr_multiplier: float = 1.0,
         style_mixing_prob: float = 0.9,
         truncation_cutoff: int | None = 8,
+        noise_inputs: bool = True,
     ) -> None:
         super().__init__()
         if not 0.0 <= style_mixing_prob <= 1.0:
@@ -330,7 +334,7 @@ class StyleGANGenerator(GeneratorNet):
         self.w_avg_beta = float(w_avg_beta)
         self.mapping = MappingNetwork(z_dim, w_dim, mapping_layers, mapping_lr_multiplier, condition_dim, embed_dim)
         self.synthesis = SynthesisNetwork(w_dim, max_resolution, channels, fmap_base, fmap_max, out_channels,
-                                          noise_lr_multiplier)
+                                          noise_lr_multiplier, bool(noise_inputs))
         self.num_layers = self.synthesis.num_layers
         self.max_resolution = self.synthesis.max_resolution
         self.register_buffer("w_avg", torch.zeros(self.w_dim))
