@@ -38,9 +38,8 @@ class ProgressiveGrowing(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         schedule = self._schedule(pl_module)
-        staged = schedule is not None and any(b is not None for b in schedule.batch_sizes)
         if hasattr(trainer.datamodule, "set_batch_schedule"):  # t2f's datamodules batch by the rule
-            trainer.datamodule.set_batch_schedule(schedule.batch_size_at if staged else None)
+            trainer.datamodule.set_batch_schedule(None if schedule is None else schedule.batch_size_at)
         if schedule is not None:
             self._apply(trainer, schedule.at(pl_module.kimg), schedule)
 

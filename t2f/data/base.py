@@ -133,8 +133,6 @@ class ScheduledBatches(Sampler[list[tuple[int, int]]]):
         position, end = start, start + len(self.stream)
         while True:
             size = int(self.batch_size(position * self.stream.world_size))
-            if size < 1:
-                raise ValueError(f"the batch size at {position} images must be positive, got {size}")
             if position + size > end:
                 return
             yield position, size

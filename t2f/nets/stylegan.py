@@ -224,9 +224,9 @@ class SynthesisNetwork(nn.Module):
         self.out_channels = int(out_channels)
         self.const = nn.Parameter(torch.ones(1, self.channels[0], 4, 4))
         layers: list[StyleLayer] = []
+        noise = {"noise_lr_multiplier": noise_lr_multiplier, "noise_inputs": noise_inputs}
         for k, c in enumerate(self.channels):
             in_channels = None if k == 0 else self.channels[k - 1]  # the first layer styles the constant
-            noise = {"noise_lr_multiplier": noise_lr_multiplier, "noise_inputs": noise_inputs}
             layers.append(StyleLayer(in_channels, c, self.w_dim, upsample=k > 0, **noise))
             layers.append(StyleLayer(c, c, self.w_dim, **noise))
         self.layers = nn.ModuleList(layers)
