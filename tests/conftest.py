@@ -39,9 +39,10 @@ TINY_MODEL = {
     # 4 -> 8 -> 16 -> 32 px in 0.08 kimg: 10 batches of 8, with fade-ins at every switch
     "t2f": [*_TINY_PROGAN, "model.generator.noise_dim=8", "model.generator.condition_dim=8", *_TINY_TEXT,
             *TINY_SCHEDULE, "model.schedule.batch_size=null", "model.ema_half_life_kimg=0.01"],
-    # the same 4 -> 32 px schedule (half of each stage fading in); 16-wide codes, 8 mapping layers
+    # the same 4 -> 32 px schedule (half of each stage fading in; model=stylegan grows only when asked);
+    # 16-wide codes, 8 mapping layers
     "stylegan": [*_TINY_PROGAN, "model.generator.z_dim=16", "model.generator.w_dim=16",
-                 *TINY_SCHEDULE, "model.schedule.batch_size=null", "model.ema_half_life_kimg=0.01"],
+                 "model.schedule.start_resolution=4", *TINY_SCHEDULE, "model.schedule.batch_size=null", "model.ema_half_life_kimg=0.01"],
 }
 TINY_MODEL["stylegan_text"] = TINY_MODEL["stylegan"] + _TINY_TEXT
 

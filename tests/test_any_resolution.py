@@ -47,8 +47,9 @@ def _conditions(module) -> dict:
     return {"caption": torch.tensor([[1, 5, 2], [1, 6, 2]]), "caption_length": torch.tensor([3, 3])}
 
 
-def test_progressive_defaults_at_64_and_128_px_fill_the_larger_stages():
-    """The documented defaults: resolutions past 32 px take the 32 px stage's kimg and lr."""
+def test_progressive_defaults_at_64_and_128_px_fill_the_larger_stages(tmp_path):
+    """The documented defaults: resolutions past 32 px take the 32 px stage's kimg and lr; StyleGAN
+    trains without growth unless asked (its one stage: 120 kimg at 32 px)."""
     from omegaconf import OmegaConf
 
     from t2f.conf import CONFIG_DIR
@@ -62,8 +63,11 @@ def test_progressive_defaults_at_64_and_128_px_fill_the_larger_stages():
     assert at128.learning_rates == [0.01, 0.01, 0.01, 0.005, 0.005, 0.005] and at128.batch_sizes == [32] * 6
     assert ProgressiveSchedule(32, **t2f).total_kimg == 114  # the default run, unchanged
     stylegan = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "model" / "stylegan.yaml").schedule)
-    del stylegan["_target_"], stylegan["max_resolution"]
-    assert ProgressiveSchedule(64, **stylegan).kimg_per_stage == [15, 25, 40, 80, 80]
+    del stylegan["_target_"], stylegan["max_resolution"], stylegan["start_resolution"]
+    assert ProgressiveSchedule(64, start_resolution=4, **stylegan).kimg_per_stage == [15, 25, 40, 120, 120]
+    composed = compose_config(tmp_path, ["dataset.resolution=32"], model="stylegan", tiny=False).model.schedule
+    assert composed.start_resolution == 32
+    assert ProgressiveSchedule(32, start_resolution=32, **stylegan).total_kimg == 120
 
 
 def test_text_model_on_a_captionless_dataset_is_explained(tmp_path):
