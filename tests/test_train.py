@@ -24,7 +24,7 @@ GROUP_OPTIONS = {
     "logger": ["wandb", "tensorboard", "csv", "none"],
     "callbacks": ["default"],
     "metrics": ["none", "swd", "fid", "alignment", "diversity"],
-    "experiment": ["dcgan_synthetic64", "stylegan_celeba128", "t2f_original"],
+    "experiment": ["dcgan_synthetic64", "stylegan_celeba128", "t2f_celeba32", "t2f_original"],
     "hparams_search": ["optuna"],
 }
 
@@ -57,6 +57,12 @@ def test_experiment_overrides_defaults(tmp_path):
     schedule = {**original.model.schedule, "images_per_epoch": 1000}  # 160 epochs of 1000 images
     del schedule["_target_"]
     assert ProgressiveSchedule(**schedule).kimg_per_stage == [160, 80, 40, 20, 10]  # as published
+    real = compose_config(tmp_path, ["experiment=t2f_celeba32", "dataset.root=/x"], model="t2f", tiny=False)
+    assert real.model.loss.mode_seeking == 1.0 and real.model.text.word_prediction.image == 0.0
+    schedule = {**real.model.schedule}
+    del schedule["_target_"]
+    flat = ProgressiveSchedule(**schedule)
+    assert flat.resolutions == [32] and flat.total_kimg == 114  # no growth, the default budget
 
 
 @pytest.mark.parametrize("loss", ["nonsaturating", "hinge", "wgan_gp"])
