@@ -39,6 +39,9 @@ NS_R1 = ["model.loss.name=nonsaturating", "model.loss.r1_gamma=1"]
 WIDE = ["model.generator.fmap_base=2048", "model.discriminator.fmap_base=2048",  # 128 channels at every
         "model.generator.fmap_max=128", "model.discriminator.fmap_max=128"]  # resolution up to 32 px
 T2F_REAL = ["model=t2f", "model.loss.mode_seeking=1", "model.text.word_prediction.image=0"]
+FLAT = ["model.schedule.start_resolution=32"]  # no progressive growing: the whole run at 32 px
+DCGAN_SIZE = ["model.generator.fmap_base=1024", "model.discriminator.fmap_base=1024",  # 128, 128, 128, 64 channels:
+              "model.generator.fmap_max=128", "model.discriminator.fmap_max=128"]  # 1.22M / 1.11M, DCGAN's 1.07M / 0.66M
 SUBSET = ["+dataset.max_images=1000", "model.total_kimg=200"]
 AUGMENT = "model.augment.policy=[color,translation,cutout]"
 
@@ -70,6 +73,24 @@ JOBS: dict[str, tuple[list[str], str, str]] = {
                                "model.loss.r1_gamma=10"], "[swd]", "train"),
     "sg_fast_w256_ns_r1_10": (["model=stylegan", *PAPER_LR, *FAST, "model.generator.fmap_base=4096", "model.discriminator.fmap_base=4096", "model.generator.fmap_max=256", "model.discriminator.fmap_max=256",
                                "model.loss.name=nonsaturating", "model.loss.r1_gamma=10"], "[swd]", "train"),
+    "sg_flat": (["model=stylegan", *FLAT, "model.schedule.kimg.32=300"], "[swd]", "train"),
+    "sg_flat_big": (["model=stylegan", *FLAT, "model.schedule.kimg.32=300", *DCGAN_SIZE], "[swd]", "train"),
+    "sg_flat_big_ns_r1_10": (["model=stylegan", *FLAT, "model.schedule.kimg.32=300", *DCGAN_SIZE,
+                              "model.loss.name=nonsaturating", "model.loss.r1_gamma=10"], "[swd]", "train"),
+    "t2f_real_flat": ([*T2F_REAL, *FLAT, "model.schedule.kimg.32=114"], "[swd,alignment,diversity]", "train"),
+    "sg_flat_big_lr0025": (["model=stylegan", *FLAT, "model.schedule.kimg.32=300", *DCGAN_SIZE,
+                            "model.optimizer_g.lr=0.0025", "model.optimizer_d.lr=0.0025"], "[swd]", "train"),
+    "sg_flat_big_ns_r1_10_lr0025": (["model=stylegan", *FLAT, "model.schedule.kimg.32=300", *DCGAN_SIZE,
+                                     "model.loss.name=nonsaturating", "model.loss.r1_gamma=10",
+                                     "model.optimizer_g.lr=0.0025", "model.optimizer_d.lr=0.0025"], "[swd]", "train"),
+    "sg_flat_big_ns_r1_10_ema10": (["model=stylegan", *FLAT, "model.schedule.kimg.32=300", *DCGAN_SIZE,
+                                    "model.loss.name=nonsaturating", "model.loss.r1_gamma=10",
+                                    "model.ema_half_life_kimg=10"], "[swd]", "train"),
+    "t2f_flat": (["model=t2f", *FLAT, "model.schedule.kimg.32=114"], "[swd,alignment,diversity]", "train"),
+    "t2f_real_flat_c10": ([*T2F_REAL, *FLAT, "model.schedule.kimg.32=114", "model.text.contrastive.weight=10"],
+                          "[swd,alignment,diversity]", "train"),
+    "t2f_real_flat_kl001": ([*T2F_REAL, *FLAT, "model.schedule.kimg.32=114", "model.generator.kl_weight=0.01"],
+                            "[swd,alignment,diversity]", "train"),
     "t2f_real_w128": ([*T2F_REAL, *WIDE], "[swd,alignment,diversity]", "train"),
     "t2f_real": (T2F_REAL, "[swd,alignment,diversity]", "train"),
     "t2f_real_ns_r1": ([*T2F_REAL, *NS_R1], "[swd,alignment,diversity]", "train"),
@@ -93,10 +114,14 @@ SMOKE = ["dataset.resolution=16", "metrics.every_kimg=0.05", "metrics.num_sample
 
 
 def smoke_length(overrides: list[str]) -> list[str]:
-    """A few batches: DCGAN by total_kimg, progressive models by their per-stage kimg."""
+    """A few batches: DCGAN by total_kimg, progressive models by their per-stage kimg (runs without
+    growth start at the smoke resolution, 16 px)."""
     progressive = any(o in ("model=stylegan", "model=t2f") for o in overrides)
-    kept = [o for o in overrides if not o.startswith(("model.total_kimg", "model.schedule.kimg"))]
-    return kept + (["model.schedule.kimg=0.05"] if progressive else ["model.total_kimg=0.2"])
+    flat = any(o.startswith("model.schedule.start_resolution") for o in overrides)
+    kept = [o for o in overrides if not o.startswith(("model.total_kimg", "model.schedule.kimg",
+                                                      "model.schedule.start_resolution"))]
+    return (kept + (["model.schedule.kimg=0.05"] if progressive else ["model.total_kimg=0.2"])
+            + (["model.schedule.start_resolution=16"] if flat else []))
 
 
 def train_until(args: list[str], log_path: Path, env: dict, deadline: float | None) -> int:
