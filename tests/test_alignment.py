@@ -132,6 +132,9 @@ def test_alignment_is_one_for_real_faces_zero_for_ignored_text_and_a_caricature_
     assert abs(float(blind["alignment"])) < 0.35, blind
     assert float(caricature["alignment_accuracy"]) == 1.0 > float(real["alignment_accuracy"])
     assert float(caricature["alignment"]) < 0.5 * float(real["alignment"]), caricature
+    shifts = [float(v) for k, v in caricature.items() if k.startswith("alignment_shift/")]
+    assert shifts and min(shifts) > 0  # every mentioned attribute drawn more strongly than on real faces
+    assert set(caricature) >= {f"alignment_match/{n}" for n in task.names if f"alignment_shift/{n}" in caricature}
     assert float(reference["alignment_accuracy_real"]) < 1.0
 
 
@@ -145,6 +148,23 @@ def test_ks_distance_and_mentioned_evidence_by_hand() -> None:
     ev = mentioned_evidence(lp, torch.tensor([[0, -1], [1, 1]]))
     expected = torch.tensor([[4.0, float("nan")], [1.0, 0.7 / 0.3]]).log()
     assert torch.allclose(ev, expected, equal_nan=True, atol=1e-5)
+
+
+def test_distribution_match_per_attribute_by_hand() -> None:
+    """Per attribute: the fakes' 1 - KS and their median evidence minus the reference's, so a
+    caricatured attribute shows a positive shift and an ignored one a negative shift."""
+    from t2f.metrics.alignment import distribution_match
+
+    ref = torch.arange(12.0)[:, None].repeat(1, 3)  # medians 5.5
+    ref[:, 2] = float("nan")  # never mentioned: not scored
+    fake = ref.clone()
+    fake[:, 0] += 3.0  # drawn more strongly than real faces show it
+    fake[:, 1] -= 1.0
+    out = distribution_match(fake, ref, ref, ref.flip(0), min_count=10)
+    assert out["by_attribute_shift"][:2].tolist() == [3.0, -1.0]
+    assert out["by_attribute_match"][:2].tolist() == pytest.approx([1 - 3 / 12, 1 - 1 / 12])
+    assert torch.isnan(out["by_attribute_match"][2]) and torch.isnan(out["by_attribute_shift"][2])
+    assert float(out["alignment_match"]) == pytest.approx((1 - 3 / 12 + 1 - 1 / 12) / 2)
 
 
 def test_mismatched_candidates_are_distinct_and_differ() -> None:

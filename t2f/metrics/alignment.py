@@ -20,7 +20,10 @@ mentioned beard sets ``No_Beard`` to 0). Reported:
   ``alignment = (match - floor) / (real - floor)``: 1 is as real, 0 ignores the text, and
   fakes that show an attribute more strongly than real faces do lose, as do those that show
   it less. Generated faces are subsampled per attribute to the real half's count, so both
-  face the same noise.
+  face the same noise. Per attribute, ``alignment_match/<attr>`` is the fakes' ``1 - KS`` and
+  ``alignment_shift/<attr>`` the median of their evidence minus the reference's, in logits:
+  positive where the fakes show the attribute more strongly than real faces with the same
+  captions (a caricature), negative where they show it less (the caption not followed).
 - ``alignment_accuracy`` (``/<attr>`` each): per-attribute accuracy of the classifier's
   prediction against the caption's value, averaged over the mentioned attributes, and
   ``alignment_accuracy_real`` for real validation faces with their own captions. It rewards
@@ -227,8 +230,13 @@ def distribution_match(fake: Tensor, reference: Tensor, real: Tensor, floor: Ten
     (real faces with their captions), for the fakes, for other ``real`` faces with their captions
     and for real faces with shuffled captions (``floor``), averaged over the attributes that
     ``min_count`` faces of every set mention. Fakes are cut to the real set's count per
-    attribute (their first ones, in sample order) so that both carry the same sampling noise."""
+    attribute (their first ones, in sample order) so that both carry the same sampling noise.
+    ``by_attribute_match`` and ``by_attribute_shift`` (A,) are the fakes' ``1 - KS`` and median
+    evidence minus the reference's per attribute, NaN where an attribute was not scored."""
     scores: dict[str, list[Tensor]] = {"fake": [], "real": [], "floor": []}
+    nan = torch.tensor(float("nan"))
+    by_match = torch.full((reference.shape[1],), float("nan"))
+    by_shift = torch.full((reference.shape[1],), float("nan"))
     for a in range(reference.shape[1]):
         ref, rea, flo, fak = (x[:, a][~torch.isnan(x[:, a])] for x in (reference, real, floor, fake))
         n = len(rea)
@@ -237,15 +245,19 @@ def distribution_match(fake: Tensor, reference: Tensor, real: Tensor, floor: Ten
         scores["fake"].append(1 - ks_distance(fak[:n], ref))
         scores["real"].append(1 - ks_distance(rea, ref))
         scores["floor"].append(1 - ks_distance(flo, ref))
+        by_match[a] = scores["fake"][-1]
+        by_shift[a] = fak[:n].double().median() - ref.double().median()
+    by_attribute = {"by_attribute_match": by_match, "by_attribute_shift": by_shift}
     if not scores["fake"]:
-        nan = torch.tensor(float("nan"))
-        return {"alignment": nan, "alignment_match": nan, "alignment_match_real": nan, "alignment_match_floor": nan}
+        return {"alignment": nan, "alignment_match": nan, "alignment_match_real": nan, "alignment_match_floor": nan,
+                **by_attribute}
     fake, real, floor = (torch.stack(scores[k]).mean() for k in ("fake", "real", "floor"))
     return {
         "alignment": ((fake - floor) / (real - floor).clamp_min(1e-6)).float(),
         "alignment_match": fake.float(),
         "alignment_match_real": real.float(),
         "alignment_match_floor": floor.float(),
+        **by_attribute,
     }
 
 
@@ -331,7 +343,12 @@ class AlignmentMetric(Metric):
         if self.reference is not None and len(self.evidence):
             evidence, index = dim_zero_cat(self.evidence), dim_zero_cat(self.index)
             evidence = evidence[index.argsort(stable=True)].cpu()
-            out.update(distribution_match(evidence, **self.reference, min_count=self.min_count))
+            matched = distribution_match(evidence, **self.reference, min_count=self.min_count)
+            for key in ("match", "shift"):
+                for name, value in zip(self.names, matched.pop(f"by_attribute_{key}")):
+                    if not torch.isnan(value):
+                        out[f"alignment_{key}/{name}"] = value.float()
+            out.update(matched)
         return out
 
 
