@@ -44,6 +44,11 @@ T2F_REAL = ["model=t2f", "model.loss.mode_seeking=1", "model.text.word_predictio
 FLAT = ["model.schedule.start_resolution=32"]  # no progressive growing: the whole run at 32 px
 DCGAN_SIZE = ["model.generator.fmap_base=1024", "model.discriminator.fmap_base=1024",  # 128, 128, 128, 64 channels:
               "model.generator.fmap_max=128", "model.discriminator.fmap_max=128"]  # 1.22M / 1.11M, DCGAN's 1.07M / 0.66M
+# StyleGAN without growth at DCGAN's size for 300 kimg (model=stylegan's defaults since, but for the length)
+SG_FLAT_BIG = ["model=stylegan", *FLAT, "model.schedule.kimg.32=300", *DCGAN_SIZE]
+NS_R1_10 = ["model.loss.name=nonsaturating", "model.loss.r1_gamma=10"]
+HALF_LR = ["model.optimizer_g.lr=0.0025", "model.optimizer_d.lr=0.0025"]
+T2F_REAL_FLAT = [*T2F_REAL, *FLAT, "model.schedule.kimg.32=114"]  # experiment=t2f_celeba32
 SUBSET = ["+dataset.max_images=1000", "model.total_kimg=200"]
 AUGMENT = "model.augment.policy=[color,translation,cutout]"
 
@@ -76,23 +81,15 @@ JOBS: dict[str, tuple[list[str], str, str]] = {
     "sg_fast_w256_ns_r1_10": (["model=stylegan", *PAPER_LR, *FAST, "model.generator.fmap_base=4096", "model.discriminator.fmap_base=4096", "model.generator.fmap_max=256", "model.discriminator.fmap_max=256",
                                "model.loss.name=nonsaturating", "model.loss.r1_gamma=10"], "[swd]", "train"),
     "sg_flat": (["model=stylegan", *FLAT, "model.schedule.kimg.32=300"], "[swd]", "train"),
-    "sg_flat_big": (["model=stylegan", *FLAT, "model.schedule.kimg.32=300", *DCGAN_SIZE], "[swd]", "train"),
-    "sg_flat_big_ns_r1_10": (["model=stylegan", *FLAT, "model.schedule.kimg.32=300", *DCGAN_SIZE,
-                              "model.loss.name=nonsaturating", "model.loss.r1_gamma=10"], "[swd]", "train"),
-    "t2f_real_flat": ([*T2F_REAL, *FLAT, "model.schedule.kimg.32=114"], "[swd,alignment,diversity]", "train"),
-    "sg_flat_big_lr0025": (["model=stylegan", *FLAT, "model.schedule.kimg.32=300", *DCGAN_SIZE,
-                            "model.optimizer_g.lr=0.0025", "model.optimizer_d.lr=0.0025"], "[swd]", "train"),
-    "sg_flat_big_ns_r1_10_lr0025": (["model=stylegan", *FLAT, "model.schedule.kimg.32=300", *DCGAN_SIZE,
-                                     "model.loss.name=nonsaturating", "model.loss.r1_gamma=10",
-                                     "model.optimizer_g.lr=0.0025", "model.optimizer_d.lr=0.0025"], "[swd]", "train"),
-    "sg_flat_big_ns_r1_10_ema10": (["model=stylegan", *FLAT, "model.schedule.kimg.32=300", *DCGAN_SIZE,
-                                    "model.loss.name=nonsaturating", "model.loss.r1_gamma=10",
-                                    "model.ema_half_life_kimg=10"], "[swd]", "train"),
+    "sg_flat_big": (SG_FLAT_BIG, "[swd]", "train"),
+    "sg_flat_big_ns_r1_10": ([*SG_FLAT_BIG, *NS_R1_10], "[swd]", "train"),
+    "sg_flat_big_lr0025": ([*SG_FLAT_BIG, *HALF_LR], "[swd]", "train"),
+    "sg_flat_big_ns_r1_10_lr0025": ([*SG_FLAT_BIG, *NS_R1_10, *HALF_LR], "[swd]", "train"),
+    "sg_flat_big_ns_r1_10_ema10": ([*SG_FLAT_BIG, *NS_R1_10, "model.ema_half_life_kimg=10"], "[swd]", "train"),
+    "t2f_real_flat": (T2F_REAL_FLAT, "[swd,alignment,diversity]", "train"),
     "t2f_flat": (["model=t2f", *FLAT, "model.schedule.kimg.32=114"], "[swd,alignment,diversity]", "train"),
-    "t2f_real_flat_c10": ([*T2F_REAL, *FLAT, "model.schedule.kimg.32=114", "model.text.contrastive.weight=10"],
-                          "[swd,alignment,diversity]", "train"),
-    "t2f_real_flat_kl001": ([*T2F_REAL, *FLAT, "model.schedule.kimg.32=114", "model.generator.kl_weight=0.01"],
-                            "[swd,alignment,diversity]", "train"),
+    "t2f_real_flat_c10": ([*T2F_REAL_FLAT, "model.text.contrastive.weight=10"], "[swd,alignment,diversity]", "train"),
+    "t2f_real_flat_kl001": ([*T2F_REAL_FLAT, "model.generator.kl_weight=0.01"], "[swd,alignment,diversity]", "train"),
     "t2f_real_w128": ([*T2F_REAL, *WIDE], "[swd,alignment,diversity]", "train"),
     "t2f_real": (T2F_REAL, "[swd,alignment,diversity]", "train"),
     "t2f_real_ns_r1": ([*T2F_REAL, *NS_R1], "[swd,alignment,diversity]", "train"),

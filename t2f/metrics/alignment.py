@@ -234,7 +234,6 @@ def distribution_match(fake: Tensor, reference: Tensor, real: Tensor, floor: Ten
     ``by_attribute_match`` and ``by_attribute_shift`` (A,) are the fakes' ``1 - KS`` and median
     evidence minus the reference's per attribute, NaN where an attribute was not scored."""
     scores: dict[str, list[Tensor]] = {"fake": [], "real": [], "floor": []}
-    nan = torch.tensor(float("nan"))
     by_match = torch.full((reference.shape[1],), float("nan"))
     by_shift = torch.full((reference.shape[1],), float("nan"))
     for a in range(reference.shape[1]):
@@ -249,6 +248,7 @@ def distribution_match(fake: Tensor, reference: Tensor, real: Tensor, floor: Ten
         by_shift[a] = fak[:n].double().median() - ref.double().median()
     by_attribute = {"by_attribute_match": by_match, "by_attribute_shift": by_shift}
     if not scores["fake"]:
+        nan = torch.tensor(float("nan"))
         return {"alignment": nan, "alignment_match": nan, "alignment_match_real": nan, "alignment_match_floor": nan,
                 **by_attribute}
     fake, real, floor = (torch.stack(scores[k]).mean() for k in ("fake", "real", "floor"))
