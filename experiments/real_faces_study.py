@@ -44,6 +44,13 @@ T2F_REAL = ["model=t2f", "model.loss.mode_seeking=1", "model.text.word_predictio
 FLAT = ["model.schedule.start_resolution=32"]  # no progressive growing: the whole run at 32 px
 DCGAN_SIZE = ["model.generator.fmap_base=1024", "model.discriminator.fmap_base=1024",  # 128, 128, 128, 64 channels:
               "model.generator.fmap_max=128", "model.discriminator.fmap_max=128"]  # 1.22M / 1.11M, DCGAN's 1.07M / 0.66M
+# model=stylegan's widths before they became DCGAN's size (64, 64, 64, 32 channels from 4 to 32 px)
+FORMER_WIDTHS = ["model.generator.fmap_base=512", "model.discriminator.fmap_base=512",
+                 "model.generator.fmap_max=64", "model.discriminator.fmap_max=64"]
+# model=stylegan as it was when the grown jobs ran (recorded in real_faces.md): growing from 4 px, with
+# style mixing
+SG_GROWN = ["model=stylegan", "model.schedule.start_resolution=4", "model.generator.style_mixing_prob=0.9"]
+SG_FORMER = [*SG_GROWN, *FORMER_WIDTHS]  # and at its former widths
 # StyleGAN without growth at DCGAN's size for 300 kimg (model=stylegan's defaults since, but for the length)
 SG_FLAT_BIG = ["model=stylegan", *FLAT, "model.schedule.kimg.32=300", *DCGAN_SIZE]
 NS_R1_10 = ["model.loss.name=nonsaturating", "model.loss.r1_gamma=10"]
@@ -55,40 +62,45 @@ AUGMENT = "model.augment.policy=[color,translation,cutout]"
 # name -> (overrides, evaluation metrics, real split of the evaluation)
 JOBS: dict[str, tuple[list[str], str, str]] = {
     "dcgan": (["model=dcgan", "model.total_kimg=300"], "[swd]", "train"),
-    "stylegan": (["model=stylegan", *PAPER_LR, STYLEGAN_300], "[swd]", "train"),
-    "stylegan_lr": (["model=stylegan", STYLEGAN_300, "model.schedule.lr={4:0.005,32:0.002}"], "[swd]", "train"),
-    "stylegan_ns_r1": (["model=stylegan", *PAPER_LR, STYLEGAN_300, "model.loss.name=nonsaturating",
+    "stylegan": ([*SG_FORMER, *PAPER_LR, STYLEGAN_300], "[swd]", "train"),
+    "stylegan_lr": ([*SG_FORMER, STYLEGAN_300, "model.schedule.lr={4:0.005,32:0.002}"], "[swd]", "train"),
+    "stylegan_ns_r1": ([*SG_FORMER, *PAPER_LR, STYLEGAN_300, "model.loss.name=nonsaturating",
                         "model.loss.r1_gamma=10"], "[swd]", "train"),
-    "stylegan_ns_r1_lr": (["model=stylegan", STYLEGAN_300, "model.loss.name=nonsaturating", "model.loss.r1_gamma=10",
+    "stylegan_ns_r1_lr": ([*SG_FORMER, STYLEGAN_300, "model.loss.name=nonsaturating", "model.loss.r1_gamma=10",
                            "model.schedule.lr=0.002", "model.schedule.batch_size=32"], "[swd]", "train"),
-    "sg_default": (["model=stylegan", *PAPER_LR], "[swd]", "train"),
-    "sg_fast": (["model=stylegan", *PAPER_LR, *FAST], "[swd]", "train"),
-    "sg_fast_ns_r1_10": (["model=stylegan", *PAPER_LR, *FAST, "model.loss.name=nonsaturating", "model.loss.r1_gamma=10"],
+    "sg_default": ([*SG_FORMER, *PAPER_LR, "model.schedule.kimg.32=80"], "[swd]", "train"),
+    "sg_fast": ([*SG_FORMER, *PAPER_LR, *FAST], "[swd]", "train"),
+    "sg_fast_ns_r1_10": ([*SG_FORMER, *PAPER_LR, *FAST, "model.loss.name=nonsaturating", "model.loss.r1_gamma=10"],
                          "[swd]", "train"),
-    "sg_fast_ns_r1_1": (["model=stylegan", *PAPER_LR, *FAST, *NS_R1], "[swd]", "train"),
-    "sg_fast_ns_r1_01": (["model=stylegan", *PAPER_LR, *FAST, "model.loss.name=nonsaturating", "model.loss.r1_gamma=0.1"],
+    "sg_fast_ns_r1_1": ([*SG_FORMER, *PAPER_LR, *FAST, *NS_R1], "[swd]", "train"),
+    "sg_fast_ns_r1_01": ([*SG_FORMER, *PAPER_LR, *FAST, "model.loss.name=nonsaturating", "model.loss.r1_gamma=0.1"],
                          "[swd]", "train"),
-    "sg_fast_ns_r1_1_lr2": (["model=stylegan", *FAST, *NS_R1, "model.schedule.lr=0.002"], "[swd]", "train"),
-    "sg_fast_ns_r1_1_w128": (["model=stylegan", *PAPER_LR, *FAST, *NS_R1, "model.generator.fmap_max=128", "model.discriminator.fmap_max=128"], "[swd]", "train"),
+    "sg_fast_ns_r1_1_lr2": ([*SG_FORMER, *FAST, *NS_R1, "model.schedule.lr=0.002"], "[swd]", "train"),
+    "sg_fast_ns_r1_1_w128": ([*SG_GROWN, *PAPER_LR, *FAST, *NS_R1, "model.generator.fmap_base=512", "model.discriminator.fmap_base=512", "model.generator.fmap_max=128", "model.discriminator.fmap_max=128"], "[swd]", "train"),
     # next: the default lr 0.005 at 32 px (16 px, 24 kimg on CPU: SWD 64.6 -> 36.8; DCGAN 30.5)
-    "sg_lr005": (["model=stylegan", STYLEGAN_300], "[swd]", "train"),
-    "sg_fast_lr005": (["model=stylegan", *FAST], "[swd]", "train"),
-    "sg_fast_lr005_ns_r1_10": (["model=stylegan", *FAST, "model.loss.name=nonsaturating", "model.loss.r1_gamma=10"],
+    "sg_lr005": ([*SG_FORMER, STYLEGAN_300], "[swd]", "train"),
+    "sg_fast_lr005": ([*SG_FORMER, *FAST], "[swd]", "train"),
+    "sg_fast_lr005_ns_r1_10": ([*SG_FORMER, *FAST, "model.loss.name=nonsaturating", "model.loss.r1_gamma=10"],
                                "[swd]", "train"),
-    "sg_fast_w128": (["model=stylegan", *PAPER_LR, *FAST, *WIDE], "[swd]", "train"),
-    "sg_fast_w128_ns_r1_10": (["model=stylegan", *PAPER_LR, *FAST, *WIDE, "model.loss.name=nonsaturating",
+    "sg_fast_w128": ([*SG_GROWN, *PAPER_LR, *FAST, *WIDE], "[swd]", "train"),
+    "sg_fast_w128_ns_r1_10": ([*SG_GROWN, *PAPER_LR, *FAST, *WIDE, "model.loss.name=nonsaturating",
                                "model.loss.r1_gamma=10"], "[swd]", "train"),
-    "sg_fast_w256_ns_r1_10": (["model=stylegan", *PAPER_LR, *FAST, "model.generator.fmap_base=4096", "model.discriminator.fmap_base=4096", "model.generator.fmap_max=256", "model.discriminator.fmap_max=256",
+    "sg_fast_w256_ns_r1_10": ([*SG_GROWN, *PAPER_LR, *FAST, "model.generator.fmap_base=4096", "model.discriminator.fmap_base=4096", "model.generator.fmap_max=256", "model.discriminator.fmap_max=256",
                                "model.loss.name=nonsaturating", "model.loss.r1_gamma=10"], "[swd]", "train"),
-    "sg_flat": (["model=stylegan", *FLAT, "model.schedule.kimg.32=300"], "[swd]", "train"),
+    "sg_flat": (["model=stylegan", *FLAT, "model.schedule.kimg.32=300", *FORMER_WIDTHS], "[swd]", "train"),
     "sg_flat_big": (SG_FLAT_BIG, "[swd]", "train"),
     "sg_flat_big_ns_r1_10": ([*SG_FLAT_BIG, *NS_R1_10], "[swd]", "train"),
     "sg_flat_big_lr0025": ([*SG_FLAT_BIG, *HALF_LR], "[swd]", "train"),
     "sg_flat_big_ns_r1_10_lr0025": ([*SG_FLAT_BIG, *NS_R1_10, *HALF_LR], "[swd]", "train"),
     "sg_flat_big_ns_r1_10_ema10": ([*SG_FLAT_BIG, *NS_R1_10, "model.ema_half_life_kimg=10"], "[swd]", "train"),
+    # second seeds of the StyleGAN-against-DCGAN curves
+    "sg_flat_big_seed1": ([*SG_FLAT_BIG, "seed=1"], "[swd]", "train"),
+    "dcgan_seed1": (["model=dcgan", "model.total_kimg=300", "seed=1"], "[swd]", "train"),
     "t2f_real_flat": (T2F_REAL_FLAT, "[swd,alignment,diversity]", "train"),
     "t2f_flat": (["model=t2f", *FLAT, "model.schedule.kimg.32=114"], "[swd,alignment,diversity]", "train"),
     "t2f_real_flat_c10": ([*T2F_REAL_FLAT, "model.text.contrastive.weight=10"], "[swd,alignment,diversity]", "train"),
+    "t2f_real_flat_c1": ([*T2F_REAL_FLAT, "model.text.contrastive.weight=1"], "[swd,alignment,diversity]", "train"),
+    "t2f_real_flat_c05": ([*T2F_REAL_FLAT, "model.text.contrastive.weight=0.5"], "[swd,alignment,diversity]", "train"),
     "t2f_real_flat_kl001": ([*T2F_REAL_FLAT, "model.generator.kl_weight=0.01"], "[swd,alignment,diversity]", "train"),
     "t2f_real_w128": ([*T2F_REAL, *WIDE], "[swd,alignment,diversity]", "train"),
     "t2f_real": (T2F_REAL, "[swd,alignment,diversity]", "train"),
