@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import types
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -53,6 +54,9 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
 def _train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None) -> dict[str, float]:
     os.environ["WANDB_MODE"] = wandb_mode()  # online when logged in; never a login prompt
     os.environ.setdefault("WANDB_SILENT", "true")
+    # Lightning 2.6 with recent torch warns once per run about its own use of torch's LeafSpec:
+    # nothing a user can act on, and it reads like a problem with the run.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
     _check_optimized_metric_is_measured(cfg)
     check_seed(cfg.get("seed"))
     ckpt_path = _resume_path(cfg)

@@ -59,6 +59,7 @@ def test_experiment_overrides_defaults(tmp_path):
     assert ProgressiveSchedule(**schedule).kimg_per_stage == [160, 80, 40, 20, 10]  # as published
     real = compose_config(tmp_path, ["experiment=t2f_celeba32", "dataset.root=/x"], model="t2f", tiny=False)
     assert real.model.loss.mode_seeking == 1.0 and real.model.text.word_prediction.image == 0.0
+    assert real.model.text.contrastive.weight == 0.5
     schedule = {**real.model.schedule}
     del schedule["_target_"]
     flat = ProgressiveSchedule(**schedule)
@@ -166,6 +167,7 @@ def test_multirun_makes_two_runs_each_with_its_own_wandb_run(tmp_path):
             f"hydra.sweep.dir={sweep}"]
     result = run_cli(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "LeafSpec" not in result.stderr  # a dependency's deprecation notice, filtered in t2f.train
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and (p / "checkpoints").exists())
     assert len(jobs) == 2
     for job in jobs:

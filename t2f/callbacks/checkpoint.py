@@ -164,7 +164,7 @@ class KimgCheckpoint(Checkpoint):
         self._refuse_nonfinite(trainer, name)
         if name == LAST:
             self.last_model_path = path
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # the whole state, to resume (and no INFO line each save)
         self._saved_step = trainer.global_step
 
     def _refuse_nonfinite(self, trainer: pl.Trainer, name: str) -> None:
