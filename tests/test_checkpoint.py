@@ -114,7 +114,8 @@ class _FakeTrainer(SimpleNamespace):
                         strategy=SimpleNamespace(reduce_boolean_decision=lambda d, all=True: d))
         super().__init__(**{**defaults, **kwargs})
 
-    def save_checkpoint(self, path: str) -> None:
+    def save_checkpoint(self, path: str, weights_only: bool | None = None) -> None:
+        assert weights_only is False  # every file holds the whole state, to resume from
         self.saved.append((os.path.basename(path), self.global_step))
 
 

@@ -166,7 +166,7 @@ def test_the_checkpoint_callback_never_saves_non_finite_weights(tmp_path) -> Non
     module = torch.nn.Linear(2, 2)
     path = tmp_path / "last.ckpt"
     trainer = SimpleNamespace(global_step=3, world_size=1, lightning_module=module, callback_metrics={},
-                              save_checkpoint=lambda p: torch.save({"w": module.weight.detach().clone()}, p))
+                              save_checkpoint=lambda p, weights_only=None: torch.save({"w": module.weight.detach().clone()}, p))
     callback = KimgCheckpoint(str(tmp_path), keep=0)
     callback.save_now(trainer, snapshot=True)  # a periodic save, but keep=0: no snapshot
     assert os.listdir(tmp_path) == ["last.ckpt"]
