@@ -55,7 +55,7 @@ SG_FORMER = [*SG_GROWN, *FORMER_WIDTHS]  # and at its former widths
 SG_FLAT_BIG = ["model=stylegan", *FLAT, "model.schedule.kimg.32=300", *DCGAN_SIZE]
 NS_R1_10 = ["model.loss.name=nonsaturating", "model.loss.r1_gamma=10"]
 HALF_LR = ["model.optimizer_g.lr=0.0025", "model.optimizer_d.lr=0.0025"]
-T2F_REAL_FLAT = [*T2F_REAL, *FLAT, "model.schedule.kimg.32=114"]  # experiment=t2f_celeba32
+T2F_REAL_FLAT = [*T2F_REAL, *FLAT, "model.schedule.kimg.32=114"]  # experiment=t2f_celeba32 but its contrastive weight (5 here)
 SUBSET = ["+dataset.max_images=1000", "model.total_kimg=200"]
 AUGMENT = "model.augment.policy=[color,translation,cutout]"
 
@@ -101,6 +101,7 @@ JOBS: dict[str, tuple[list[str], str, str]] = {
     "t2f_real_flat_c10": ([*T2F_REAL_FLAT, "model.text.contrastive.weight=10"], "[swd,alignment,diversity]", "train"),
     "t2f_real_flat_c1": ([*T2F_REAL_FLAT, "model.text.contrastive.weight=1"], "[swd,alignment,diversity]", "train"),
     "t2f_real_flat_c05": ([*T2F_REAL_FLAT, "model.text.contrastive.weight=0.5"], "[swd,alignment,diversity]", "train"),
+    "t2f_real_flat_c025": ([*T2F_REAL_FLAT, "model.text.contrastive.weight=0.25"], "[swd,alignment,diversity]", "train"),
     "t2f_real_flat_kl001": ([*T2F_REAL_FLAT, "model.generator.kl_weight=0.01"], "[swd,alignment,diversity]", "train"),
     "t2f_real_w128": ([*T2F_REAL, *WIDE], "[swd,alignment,diversity]", "train"),
     "t2f_real": (T2F_REAL, "[swd,alignment,diversity]", "train"),
