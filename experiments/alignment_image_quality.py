@@ -35,7 +35,7 @@ suite = instantiate(cfg.metrics, num_samples=2000, num_real=2000, batch_size=cfg
 task = attribute_task(dm)
 ident = dataset_identity(dm, module.run_config["dataset"])
 res = int(module.run_config["dataset"]["resolution"])
-net, _, _, _ = suite.classifier(task, dm, ident, res, device)
+net, _, _, cached = suite.classifier(task, dm, ident, res, device)  # with the evaluation's real-face evidence
 opts = suite._classifier_options()
 val_set = dm.val_set
 idx = _subset(len(val_set), int(opts["val_images"]), suite.real_seed)
@@ -75,13 +75,8 @@ variants = {
     f"{res // 2} px": down_up(images, res // 2),
     "noise 0.05": (images + 0.05 * noise).clamp(-1, 1), "noise 0.15": (images + 0.15 * noise).clamp(-1, 1),
 }
-clean_lp = predict_log_probs(net, images)
-even = [lp[0::2] for lp in clean_lp]
-odd = [lp[1::2] for lp in clean_lp]
-shuffled = targets[1::2][torch.randperm(len(targets[1::2]), generator=torch.Generator().manual_seed(0))]
-reference = mentioned_evidence(even, targets[0::2]).cpu()
-real = mentioned_evidence(odd, targets[1::2]).cpu()
-floor = mentioned_evidence(odd, shuffled).cpu()
+# the reference, real and floor evidence that `python -m t2f.evaluate` compares with ("clean" must score 1)
+reference, real, floor = (cached[f"evidence_{k}"] for k in ("reference", "real", "floor"))
 for name, x in variants.items():
     lp = [p[1::2] for p in predict_log_probs(net, x)]
     fake = mentioned_evidence(lp, targets[1::2]).cpu()
