@@ -409,8 +409,9 @@ def test_discriminator_image_embedding_reads_the_image_alone():
         _disc(embed_dim=-1)
 
 
-def test_discriminator_gradient_reaches_current_stage_and_condition():
-    disc = _disc(condition_dim=6)
+@pytest.mark.parametrize("conditioning", ["concat", "projection"])
+def test_discriminator_gradient_reaches_current_stage_and_condition(conditioning):
+    disc = _disc(condition_dim=6, conditioning=conditioning)
     stage = 2
     x = torch.randn(4, 3, 16, 16, requires_grad=True)
     cond = torch.randn(4, 6, requires_grad=True)
@@ -421,4 +422,54 @@ def test_discriminator_gradient_reaches_current_stage_and_condition():
         idx = int(name.split(".")[1])
         should = idx <= stage if name.startswith("blocks.") else idx in (stage - 1, stage)
         assert (name in with_grad) == should, name
-    assert any("condition_proj" in n for n in with_grad)
+    assert any(("condition_proj" if conditioning == "concat" else "condition_embed") in n for n in with_grad)
+
+
+def test_projection_critic_adds_the_features_inner_product_with_the_embedded_caption():
+    """conditioning=projection: score(x, c) = out(phi(x)) + <phi(x), E c> / sqrt(C), with phi the
+    final block's features, which do not depend on the caption (unlike concat's)."""
+    disc = _disc(condition_dim=6, conditioning="projection")
+    final = disc.blocks[0]
+    assert final.condition_proj is None and final.conv.weight.shape[1] == CHANNELS[0] + 1  # no caption channels
+    x, c = torch.randn(5, 3, 16, 16), torch.randn(5, 6)
+    with torch.no_grad():
+        features = disc.features(x, 2, 0.5)
+        phi = final.act(final.conv4x4(final.act(final.conv(final.mbstd(features))))).flatten(1)
+        embedded = c @ final.condition_embed.effective_weight().T + final.condition_embed.effective_bias()
+        expected = final.out(phi).squeeze(1) + (phi * embedded).sum(1) / math.sqrt(CHANNELS[0])
+        torch.testing.assert_close(disc.head(features, c), expected)
+        # with the caption's embedding at zero the critic is the unconditional one
+        final.condition_embed.weight.zero_()
+        final.condition_embed.bias.zero_()
+        torch.testing.assert_close(disc.head(features, c), final.out(phi).squeeze(1))
+    with pytest.raises(ValueError, match="model.discriminator.conditioning='film'"):
+        _disc(condition_dim=6, conditioning="film")
+
+
+@pytest.mark.parametrize("conditioning", ["concat", "projection"])
+def test_critic_learns_which_caption_an_image_matches(conditioning):
+    """The matching-aware objective (logistic, which keeps the test short) on images whose colour
+    their caption sets: after a few hundred steps the critic scores images under their own
+    captions above the same images under another caption's, with either way of reading it."""
+    disc = _disc(condition_dim=4, conditioning=conditioning)
+    opt = torch.optim.Adam(disc.parameters(), lr=2e-3, betas=(0.0, 0.99))
+
+    def batch(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        label = torch.randint(0, 4, (n,))
+        caption = F.one_hot(label, 4).float()
+        image = torch.randn(n, 3, 4, 4) * 0.3 + (label.float() / 1.5 - 1.0)[:, None, None, None]
+        other = F.one_hot((label + torch.randint(1, 4, (n,))) % 4, 4).float()
+        return image, caption, other
+
+    for _ in range(300):
+        image, caption, other = batch(32)
+        features = disc.features(image, 0)
+        loss = F.softplus(-disc.head(features, caption)).mean() + F.softplus(disc.head(features, other)).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    image, caption, other = batch(256)
+    with torch.no_grad():
+        features = disc.features(image, 0)
+        matched, mismatched = disc.head(features, caption), disc.head(features, other)
+    assert (matched > mismatched).float().mean() > 0.9

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf, open_dict
 from t2f.conf import CONFIG_DIR
 from t2f.precision import explain_precision, resolve_precision
 from t2f.train import train
+from t2f.utils import unwrap_instantiation
 from tests.conftest import compose_config
 from tests.helpers import cli_tiny, finite_losses, run_cli
 
@@ -64,6 +65,23 @@ def test_experiment_overrides_defaults(tmp_path):
     del schedule["_target_"]
     flat = ProgressiveSchedule(**schedule)
     assert flat.resolutions == [32] and flat.total_kimg == 114  # no growth, the default budget
+
+
+def test_t2f_trains_with_the_projection_critic_and_names_a_bad_choice(tmp_path):
+    cfg = compose_config(tmp_path / "a", ["model.discriminator.conditioning=projection", "trainer.max_steps=4",
+                                          "+logger.csv.flush_logs_every_n_steps=1", "trainer.log_every_n_steps=1"],
+                         model="t2f")
+    train(cfg)
+    run = Path(cfg.paths.output_dir)
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert "discriminator.blocks.0.condition_embed.weight" in state
+    assert not any("condition_proj" in name for name in state)
+    finite_losses(run)
+    bad = compose_config(tmp_path / "b", ["model.discriminator.conditioning=film"], model="t2f")
+    with pytest.raises(Exception) as raised:  # the CLI prints the constructor's own line (t2f.cli)
+        train(bad)
+    assert str(unwrap_instantiation(raised.value)) == ("model.discriminator.conditioning='film': choose one of "
+                                                       "concat, projection")
 
 
 @pytest.mark.parametrize("loss", ["nonsaturating", "hinge", "wgan_gp"])

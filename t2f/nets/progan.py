@@ -249,8 +249,13 @@ class _DiscriminatorBlock(nn.Module):
         return self.act(downsample2x(self.conv2(self.blur(x))))
 
 
+CONDITIONINGS = ("concat", "projection")
+
+
 class _DiscriminatorFinalBlock(nn.Module):
-    """4x4: mbstd -> [concat projected condition] -> conv 3x3 -> conv 4x4 (valid) -> linear -> score."""
+    """4x4: mbstd -> [concat projected condition] -> conv 3x3 -> conv 4x4 (valid) -> linear -> score,
+    or with ``conditioning="projection"`` the score plus the inner product of the last features
+    with a linear embedding of the condition (Miyato & Koyama 2018)."""
 
     def __init__(
         self,
@@ -259,6 +264,7 @@ class _DiscriminatorFinalBlock(nn.Module):
         mbstd_num_features: int,
         condition_dim: int,
         condition_channels: int,
+        conditioning: str = "concat",
     ) -> None:
         super().__init__()
         self.mbstd = (
@@ -268,11 +274,12 @@ class _DiscriminatorFinalBlock(nn.Module):
         )
         extra = mbstd_num_features if self.mbstd is not None else 0
         self.condition_dim = condition_dim
-        if condition_dim > 0:
+        self.condition_proj = self.condition_embed = None
+        if condition_dim > 0 and conditioning == "concat":
             self.condition_proj = EqualizedLinear(condition_dim, condition_channels)
             extra += condition_channels
-        else:
-            self.condition_proj = None
+        elif condition_dim > 0:
+            self.condition_embed = EqualizedLinear(condition_dim, channels, gain=1.0)
         self.conv = EqualizedConv2d(channels + extra, channels, 3)
         self.conv4x4 = EqualizedConv2d(channels, channels, 4, padding=0)
         self.out = EqualizedLinear(channels, 1, gain=1.0)
@@ -286,7 +293,11 @@ class _DiscriminatorFinalBlock(nn.Module):
             x = torch.cat([x, c[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])], dim=1)
         x = self.act(self.conv(x))
         x = self.act(self.conv4x4(x)).flatten(1)
-        return self.out(x).squeeze(1)
+        score = self.out(x).squeeze(1)
+        if self.condition_embed is not None:
+            # scaled like self.out's equalized weights, so the caption's part starts no larger
+            score = score + (x * self.condition_embed(condition)).sum(1) * x.shape[1] ** -0.5
+        return score
 
 
 class ProGANDiscriminator(nn.Module):
@@ -306,6 +317,10 @@ class ProGANDiscriminator(nn.Module):
             concatenated to the features before the final block's 3x3 convolution.
         condition_channels: projected condition width (default ``max(1, channels[0] // 4)``,
             the 128-of-512 ratio of StackGAN/T2F).
+        conditioning: how the condition enters the score: ``"concat"`` (T2F, above) or
+            ``"projection"`` (the projection discriminator: the unconditional score plus the inner
+            product of the final features with a linear embedding of the condition, which
+            estimates how much likelier the image is under its caption than under any).
         embed_dim: size of an image embedding read from the 4x4 features before the condition
             joins (0: none); a contrastive loss aligns it with caption embeddings.
         blur: StyleGAN's critic blocks (``D_basic``): a ``[1, 2, 1]`` blur before each
@@ -329,10 +344,15 @@ class ProGANDiscriminator(nn.Module):
         condition_channels: int | None = None,
         embed_dim: int = 0,
         blur: bool = False,
+        conditioning: str = "concat",
     ) -> None:
         super().__init__()
         if condition_dim < 0:
             raise ValueError(f"condition_dim must be >= 0, got {condition_dim}")
+        if conditioning not in CONDITIONINGS:
+            raise ValueError(f"model.discriminator.conditioning={conditioning!r}: choose one of "
+                             f"{', '.join(CONDITIONINGS)}")
+        self.conditioning = conditioning
         self.max_resolution = validate_resolution(max_resolution)
         self.resolutions = stage_resolutions(self.max_resolution)
         self.num_stages = len(self.resolutions)
@@ -357,6 +377,7 @@ class ProGANDiscriminator(nn.Module):
                 mbstd_num_features,
                 self.condition_dim,
                 condition_channels,
+                conditioning,
             )
         ]
         for k in range(1, self.num_stages):
