@@ -112,7 +112,8 @@ def test_nearest_mismatch_pairs_each_face_with_the_closest_other_caption():
     # 0 and 1 are the same sentence, so neither is the other's mismatch; 2 is closest to both
     assert torch.equal(TextConditioner(VOCAB, mismatch="nearest").mismatched(conditions), condition[[2, 2, 0, 4, 3]])
     assert torch.equal(TextConditioner(VOCAB, mismatch="shifted").mismatched(conditions), condition[[4, 0, 1, 2, 3]])
-    with pytest.raises(ValueError, match="model.text.mismatch='random': choose one of shifted, nearest"):
+    assert TextConditioner(VOCAB, mismatch="none").mismatched(conditions) is None  # the loss then has no mismatch term
+    with pytest.raises(ValueError, match="model.text.mismatch='random': choose one of shifted, nearest, none"):
         TextConditioner(VOCAB, mismatch="random")
 
 

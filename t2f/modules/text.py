@@ -33,7 +33,7 @@ from t2f.data.vocab import SPECIAL_TOKENS, Vocabulary
 from t2f.losses import contrastive_loss, word_prediction_loss
 from t2f.nets.text_encoder import TextEncoder
 
-MISMATCH_MODES = ("shifted", "nearest")
+MISMATCH_MODES = ("shifted", "nearest", "none")
 
 
 class TextConditioner(nn.Module):
@@ -111,11 +111,15 @@ class TextConditioner(nn.Module):
         padded, lengths = vocab.encode_batch(captions, warn_unknown=True)
         return {"caption": padded.to(device), "caption_length": lengths}
 
-    def mismatched(self, conditions: Mapping[str, Tensor]) -> Tensor:
+    def mismatched(self, conditions: Mapping[str, Tensor]) -> Tensor | None:
         """Each real face paired with another sample's caption, a pair that counts as fake:
         the next sample's (``shifted``) or the one whose embedding is closest (``nearest``,
-        a hard negative: captions that share the colours and differ in smaller things)."""
+        a hard negative: captions that share the colours and differ in smaller things). None
+        with ``none``: a plain conditional critic, which only tells real pairs from generated
+        ones (a mismatch term also rewards faces that fit their caption better than real ones do)."""
         condition = conditions["text_embedding"]
+        if self.mismatch == "none":
+            return None
         if self.mismatch == "shifted":
             return condition.roll(1, dims=0)
         unit = F.normalize(condition.detach(), dim=1)
