@@ -55,7 +55,7 @@ SG_FORMER = [*SG_GROWN, *FORMER_WIDTHS]  # and at its former widths
 SG_FLAT_BIG = ["model=stylegan", *FLAT, "model.schedule.kimg.32=300", *DCGAN_SIZE]
 NS_R1_10 = ["model.loss.name=nonsaturating", "model.loss.r1_gamma=10"]
 HALF_LR = ["model.optimizer_g.lr=0.0025", "model.optimizer_d.lr=0.0025"]
-T2F_REAL_FLAT = [*T2F_REAL, *FLAT, "model.schedule.kimg.32=114"]  # experiment=t2f_celeba32 but its contrastive weight (5 here)
+T2F_REAL_FLAT = [*T2F_REAL, *FLAT, "model.schedule.kimg.32=114"]  # experiment=t2f_celeba32 but its contrastive weight (5 here) and mismatches (nearest here)
 SUBSET = ["+dataset.max_images=1000", "model.total_kimg=200"]
 AUGMENT = "model.augment.policy=[color,translation,cutout]"
 
