@@ -352,7 +352,6 @@ class ProGANDiscriminator(nn.Module):
         if conditioning not in CONDITIONINGS:
             raise ValueError(f"model.discriminator.conditioning={conditioning!r}: choose one of "
                              f"{', '.join(CONDITIONINGS)}")
-        self.conditioning = conditioning
         self.max_resolution = validate_resolution(max_resolution)
         self.resolutions = stage_resolutions(self.max_resolution)
         self.num_stages = len(self.resolutions)
