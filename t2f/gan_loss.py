@@ -187,7 +187,7 @@ class GANLoss:
         features = players.features(players.seen(fake))
         parts["adv"] = self.g_loss(players.discriminator.head(features, condition))
         if players.text is not None and players.text.reads_image_embedding:
-            parts.update(players.text.image_terms(players.discriminator.embed(features), conditions))
+            parts.update(players.text.image_terms(players.discriminator.embed(features), conditions, fakes=True))
         if seeking:
             parts["mode_seeking"] = self.mode_seeking * mode_seeking_loss(fake, latents)
         if self.text_interpolation > 0 and condition is not None:

@@ -165,7 +165,7 @@ class ToyText:
     def mismatched(self, conditions):
         return self._mismatched
 
-    def image_terms(self, embedding, conditions):
+    def image_terms(self, embedding, conditions, fakes=False):
         return self._image_terms(embedding)
 
     def caption_terms(self, conditions):

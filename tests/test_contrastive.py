@@ -90,6 +90,34 @@ def test_generator_term_reaches_the_generator_but_not_the_text_encoder():
     assert module.generator.generator.to_rgb[1].weight.grad.abs().sum() > 0
 
 
+def test_generator_share_scales_only_the_generator_steps_term():
+    batch = _batch()
+    full = t2f_module(VOCAB, text={"contrastive": {"weight": 0.5}})
+    half = t2f_module(VOCAB, text={"contrastive": {"weight": 0.5, "generator": 0.5}})
+    critic_only = t2f_module(VOCAB, text={"contrastive": {"weight": 0.5, "generator": 0.0}})
+    for module in (half, critic_only):
+        module.load_state_dict(full.state_dict())
+    conditions = full.conditions(batch)
+    embedding = full.discriminator.embed(full.discriminator.features(batch["image"]))
+    on_real = full.text.image_terms(embedding, conditions)["contrastive"]
+    assert on_real.item() > 0
+    # real faces (the critic step): the full weight whatever the generator's share
+    for module in (half, critic_only):
+        assert torch.equal(module.text.image_terms(embedding, conditions)["contrastive"], on_real)
+    # the same images scored as fakes (the generator step): the share of it, or no term at all
+    assert torch.allclose(half.text.image_terms(embedding, conditions, fakes=True)["contrastive"], 0.5 * on_real)
+    assert critic_only.text.image_terms(embedding, conditions, fakes=True) == {}
+    torch.manual_seed(0)
+    _, terms = critic_only.loss.generator_loss(critic_only.players(critic_only.growth), 8,
+                                               critic_only.conditions(batch), torch.device("cpu"))
+    assert set(terms) == {"adv", "kl"}
+    _, parts = critic_only.loss.critic_loss(critic_only.players(critic_only.growth), batch["image"],
+                                            critic_only.conditions(batch))
+    assert "contrastive" in parts
+    with pytest.raises(ValueError, match="model.text.contrastive.generator"):
+        t2f_module(VOCAB, text={"contrastive": {"weight": 0.5, "generator": -1.0}})
+
+
 def test_weight_zero_builds_no_image_embedding_and_bad_settings_are_named():
     module = _module(weight=0.0)
     assert module.discriminator.image_embed is None and not module.text.reads_image_embedding

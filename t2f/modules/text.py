@@ -63,8 +63,9 @@ class TextConditioner(nn.Module):
         self.encoder = TextEncoder(vocab_size, **dict(encoder or {}))
         self.lr_scale = float(lr_scale)
         self.mismatch = mismatch
-        settings = _settings("contrastive", contrastive, {"weight": 0.0, "temperature": 0.1})
+        settings = _settings("contrastive", contrastive, {"weight": 0.0, "temperature": 0.1, "generator": 1.0})
         self.contrastive_weight, self.contrastive_temperature = settings["weight"], settings["temperature"]
+        self.contrastive_generator = settings["generator"]
         if not self.contrastive_temperature > 0:
             raise ValueError(f"model.text.contrastive.temperature={self.contrastive_temperature} must be > 0")
         words = _settings("word_prediction", word_prediction, {"text": 0.0, "image": 0.0})
@@ -127,12 +128,18 @@ class TextConditioner(nn.Module):
         similarity = (unit @ unit.t()).masked_fill(conditions["same_caption"], float("-inf"))
         return condition[similarity.argmax(dim=1)]
 
-    def image_terms(self, image_embedding: Tensor, conditions: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    def image_terms(self, image_embedding: Tensor, conditions: Mapping[str, Tensor], fakes: bool = False
+                    ) -> dict[str, Tensor]:
         """The terms read from the critic's image embedding, the same for real faces (critic
-        step) and fakes (generator step): the contrastive term and the image's word prediction."""
+        step) and ``fakes`` (generator step): the contrastive term and the image's word prediction.
+        On fakes the contrastive weight is scaled by ``contrastive.generator``: the critic and the
+        encoder learn to read every attribute from real faces at the full weight, while the
+        generator's reward for faces easier to recognise than real ones (a caricature) can be
+        smaller."""
         terms = {}
-        if self.contrastive_weight > 0:
-            terms["contrastive"] = self.contrastive_weight * contrastive_loss(
+        weight = self.contrastive_weight * (self.contrastive_generator if fakes else 1.0)
+        if weight > 0:
+            terms["contrastive"] = weight * contrastive_loss(
                 image_embedding, conditions["text_embedding"], self.contrastive_temperature,
                 conditions.get("same_caption"))
         if self.image_words is not None:
