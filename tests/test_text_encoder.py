@@ -157,3 +157,30 @@ def test_conditioning_augmentation_draws_float32_noise_under_bf16_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         c, mu, _ = ca(torch.randn(3, 6))
     assert mu.dtype == torch.bfloat16 and c.dtype == torch.float32
+
+
+def test_t2f_generator_condition_at_every_block():
+    """With condition_channels the caption's condition reaches each block above 4x4 directly: with
+    the latent fixed, another condition changes the images from 8 px on, not at 4x4, and every
+    block's projection learns; without it the generator has none of those layers."""
+    gen = T2FGenerator(16, 6, 10, 16, channels=[16, 8, 8], condition_channels=4)
+    plain = T2FGenerator(16, 6, 10, 16, channels=[16, 8, 8])
+    assert all(block.condition_proj is not None for block in gen.generator.blocks[1:])
+    assert not any(hasattr(block, "condition_proj") and block.condition_proj is not None
+                   for block in plain.generator.blocks)
+    assert gen.generator.blocks[1].conv1.weight.shape[1] == 16 + 4
+    latent, c, other = torch.randn(3, 16), torch.randn(3, 6), torch.randn(3, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(gen.generator(latent, 0, condition=c), gen.generator(latent, 0, condition=other),
+                                   rtol=0, atol=0)
+        for stage in (1, 2):
+            assert not torch.allclose(gen.generator(latent, stage, condition=c),
+                                      gen.generator(latent, stage, condition=other))
+    images, mu, logvar = gen.images(torch.randn(3, 16), torch.randn(3, 10), 2, 0.5)
+    images.square().mean().backward()
+    for block in gen.generator.blocks[1:]:
+        assert block.condition_proj.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="condition must have shape"):
+        gen.generator(latent, 1)
+    with pytest.raises(ValueError, match="model.generator.condition_channels=-1 must be >= 0"):
+        T2FGenerator(16, 6, 10, 16, condition_channels=-1)

@@ -139,17 +139,28 @@ class _GeneratorFirstBlock(nn.Module):
 
 
 class _GeneratorBlock(nn.Module):
-    """upsample2x -> (conv 3x3 -> lrelu -> pixel norm) x 2."""
+    """upsample2x -> [concat projected condition] -> (conv 3x3 -> lrelu -> pixel norm) x 2.
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    With ``condition_channels`` the condition, projected by an equalized linear layer and a
+    LeakyReLU (as the critic's final block does), is replicated over the grid and joined to the
+    block's input: the caption reaches every resolution, not only the 4x4 input."""
+
+    def __init__(self, in_channels: int, out_channels: int, condition_dim: int = 0,
+                 condition_channels: int = 0) -> None:
         super().__init__()
-        self.conv1 = EqualizedConv2d(in_channels, out_channels, 3)
+        self.condition_proj = (EqualizedLinear(condition_dim, condition_channels)
+                               if condition_dim > 0 and condition_channels > 0 else None)
+        extra = condition_channels if self.condition_proj is not None else 0
+        self.conv1 = EqualizedConv2d(in_channels + extra, out_channels, 3)
         self.conv2 = EqualizedConv2d(out_channels, out_channels, 3)
         self.act = _lrelu()
         self.norm = PixelNorm()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         x = upsample2x(x)
+        if self.condition_proj is not None:
+            c = self.act(self.condition_proj(condition))
+            x = torch.cat([x, c[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])], dim=1)
         x = self.norm(self.act(self.conv1(x)))
         return self.norm(self.act(self.conv2(x)))
 
@@ -164,6 +175,9 @@ class ProGANGenerator(nn.Module):
         fmap_base, fmap_max: the width rule used when ``channels`` is None.
         out_channels: image channels (3).
         normalize_latent: pixel-normalise the latent before the first layer (ProGAN).
+        condition_dim, condition_channels: with both > 0, ``forward`` takes a ``condition``
+            vector of ``condition_dim`` that every block above 4x4 joins to its input as
+            ``condition_channels`` projected feature maps (0: the latent is the only input).
 
     ``forward(z, stage, alpha)`` returns images of shape ``(B, out_channels, R, R)`` with
     ``R = 4 * 2**stage``. The output is **linear and unbounded** (no tanh), as in ProGAN:
@@ -179,10 +193,16 @@ class ProGANGenerator(nn.Module):
         fmap_max: int = 512,
         out_channels: int = 3,
         normalize_latent: bool = True,
+        condition_dim: int = 0,
+        condition_channels: int = 0,
     ) -> None:
         super().__init__()
         if latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
+        if condition_dim < 0 or condition_channels < 0:
+            raise ValueError(f"condition_dim and condition_channels must be >= 0, got {condition_dim}, "
+                             f"{condition_channels}")
+        self.condition_dim = int(condition_dim) if condition_channels > 0 else 0
         self.latent_dim = int(latent_dim)
         self.max_resolution = validate_resolution(max_resolution)
         self.resolutions = stage_resolutions(self.max_resolution)
@@ -194,7 +214,8 @@ class ProGANGenerator(nn.Module):
             _GeneratorFirstBlock(self.latent_dim, self.channels[0], normalize_latent)
         ]
         for k in range(1, self.num_stages):
-            blocks.append(_GeneratorBlock(self.channels[k - 1], self.channels[k]))
+            blocks.append(_GeneratorBlock(self.channels[k - 1], self.channels[k], self.condition_dim,
+                                          int(condition_channels)))
         self.blocks = nn.ModuleList(blocks)
         self.to_rgb = nn.ModuleList(
             EqualizedConv2d(c, self.out_channels, 1, gain=1.0) for c in self.channels
@@ -204,7 +225,8 @@ class ProGANGenerator(nn.Module):
         """Output resolution at ``stage``."""
         return self.resolutions[stage]
 
-    def forward(self, z: torch.Tensor, stage: int, alpha: float = 1.0) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, stage: int, alpha: float = 1.0,
+                condition: torch.Tensor | None = None) -> torch.Tensor:
         """Images at stage ``stage``; ``alpha < 1`` blends in from the previous stage.
 
         ``out = lerp(upsample2x(toRGB[k-1](h[k-1])), toRGB[k](h[k]), alpha)``, so
@@ -214,12 +236,15 @@ class ProGANGenerator(nn.Module):
         stage, alpha = _check_stage_alpha(stage, alpha, self.num_stages)
         if z.dim() != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"z must have shape (B, {self.latent_dim}), got {tuple(z.shape)}")
-        x = z
-        prev = None
-        for k in range(stage + 1):
+        if self.condition_dim and (condition is None or condition.shape != (z.shape[0], self.condition_dim)):
+            got = None if condition is None else tuple(condition.shape)
+            raise ValueError(f"condition must have shape ({z.shape[0]}, {self.condition_dim}), got {got}")
+        x = self.blocks[0](z)
+        prev = x
+        for k in range(1, stage + 1):
             if k == stage:
                 prev = x
-            x = self.blocks[k](x)
+            x = self.blocks[k](x, condition)
         out = self.to_rgb[stage](x)
         if stage > 0 and alpha < 1.0:
             skip = upsample2x(self.to_rgb[stage - 1](prev))

@@ -135,6 +135,9 @@ class T2FGenerator(GeneratorNet):
 
         kl_weight: weight of the conditioning augmentation's KL term, the auxiliary loss that
             ``forward`` returns (StackGAN's 1.0; T2F's CPU default 0.05).
+        condition_channels: 0 (T2F): the condition ``c`` enters only with the noise at 4x4.
+            Above 0, every block above 4x4 also reads ``c`` as that many projected feature maps,
+            so that the caption reaches the resolutions where small attributes are drawn.
 
     ``forward(z, condition, stage=, alpha=, noise=[eps]) -> (images, {"kl": weighted KL})`` with a
     fresh conditioning-augmentation draw unless ``noise`` holds one; images are unbounded like ProGAN's.
@@ -171,10 +174,13 @@ class T2FGenerator(GeneratorNet):
         fmap_max: int = 512,
         out_channels: int = 3,
         kl_weight: float = 1.0,
+        condition_channels: int = 0,
     ) -> None:
         super().__init__()
         if not kl_weight >= 0:
             raise ValueError(f"model.generator.kl_weight={kl_weight} must be >= 0")
+        if not condition_channels >= 0:
+            raise ValueError(f"model.generator.condition_channels={condition_channels} must be >= 0")
         self.kl_weight = float(kl_weight)
         self.text_dim = int(text_dim)
         self.condition_dim = int(condition_dim)
@@ -187,6 +193,8 @@ class T2FGenerator(GeneratorNet):
             fmap_base=fmap_base,
             fmap_max=fmap_max,
             out_channels=out_channels,
+            condition_dim=self.condition_dim,
+            condition_channels=condition_channels,
         )
         self.max_resolution = self.generator.max_resolution
         self.num_stages = self.generator.num_stages
@@ -215,5 +223,5 @@ class T2FGenerator(GeneratorNet):
                 f"z must have shape ({text_embedding.shape[0]}, {self.noise_dim}), got {tuple(z.shape)}"
             )
         c, mu, logvar = self.ca(text_embedding, sample=sample, eps=eps)
-        images = self.generator(torch.cat([c, z], dim=1), stage, alpha)
+        images = self.generator(torch.cat([c, z], dim=1), stage, alpha, condition=c)
         return images, mu, logvar
