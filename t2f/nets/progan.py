@@ -119,6 +119,11 @@ def _lrelu() -> nn.LeakyReLU:
     return nn.LeakyReLU(_LRELU_SLOPE)
 
 
+def _join_condition(x: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+    """A (projected) condition vector replicated over the grid and joined to the feature maps."""
+    return torch.cat([x, condition[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])], dim=1)
+
+
 class _GeneratorFirstBlock(nn.Module):
     """latent -> (pixel norm) -> dense to 4x4 -> lrelu, pn -> conv 3x3 -> lrelu, pn."""
 
@@ -159,8 +164,7 @@ class _GeneratorBlock(nn.Module):
     def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         x = upsample2x(x)
         if self.condition_proj is not None:
-            c = self.act(self.condition_proj(condition))
-            x = torch.cat([x, c[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])], dim=1)
+            x = _join_condition(x, self.act(self.condition_proj(condition)))
         x = self.norm(self.act(self.conv1(x)))
         return self.norm(self.act(self.conv2(x)))
 
@@ -314,8 +318,7 @@ class _DiscriminatorFinalBlock(nn.Module):
         if self.mbstd is not None:
             x = self.mbstd(x)
         if self.condition_proj is not None:
-            c = self.act(self.condition_proj(condition))
-            x = torch.cat([x, c[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])], dim=1)
+            x = _join_condition(x, self.act(self.condition_proj(condition)))
         x = self.act(self.conv(x))
         x = self.act(self.conv4x4(x)).flatten(1)
         score = self.out(x).squeeze(1)
