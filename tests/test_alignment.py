@@ -167,6 +167,23 @@ def test_distribution_match_per_attribute_by_hand() -> None:
     assert float(out["alignment_match"]) == pytest.approx((1 - 3 / 12 + 1 - 1 / 12) / 2)
 
 
+def test_distribution_match_averages_fakes_over_sets_of_the_real_count() -> None:
+    """More fakes than real faces are scored as disjoint sets of the real count, in sample order,
+    and their 1 - KS averaged: a set drawn like the reference scores 1, one shifted by 3 of 12
+    scores 0.75, so both together score their mean; a remainder shorter than a set is left out."""
+    from t2f.metrics.alignment import distribution_match
+
+    ref = torch.arange(12.0)[:, None]
+    fake = torch.cat([ref, ref + 3.0, ref[:5] + 100.0])  # two full sets and a remainder of 5
+    out = distribution_match(fake, ref, ref, ref.flip(0) + 6.0, min_count=10)
+    assert float(out["alignment_match"]) == pytest.approx((1.0 + 0.75) / 2)
+    assert float(out["alignment_match_real"]) == 1.0 and float(out["alignment_match_floor"]) == 0.5
+    assert float(out["alignment"]) == pytest.approx((0.875 - 0.5) / (1.0 - 0.5))
+    assert float(out["by_attribute_shift"][0]) == 2.0  # both sets: lower median 7 against 5
+    fewer = distribution_match(fake[:10], ref, ref, ref, min_count=10)  # fewer fakes than real: one set
+    assert float(fewer["alignment_match"]) == pytest.approx(1 - 2 / 12)
+
+
 def test_mismatched_candidates_are_distinct_and_differ() -> None:
     pool = torch.tensor([[0, 1], [0, 1], [1, 1], [1, 0], [0, -1], [1, -1]])
     cand, valid = mismatched_candidates(pool[:2], pool, 4, torch.Generator().manual_seed(0))
