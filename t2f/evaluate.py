@@ -28,7 +28,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from t2f.checkpoints import load_checkpoint, resolve_device, user_errors
-from t2f.export import check_count
+from t2f.export import check_count, check_psi
 from t2f.utils import check_output_file, check_seed, text_table
 
 __all__ = ["evaluate", "evaluate_folders", "format_table", "load_checkpoint"]
@@ -47,13 +47,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError("choose metrics, e.g. metrics=[swd,alignment,fid]")
     counts = {key: check_count(cfg.get(key), key) for key in ("num_samples", "num_real", "batch_size", "seeds")}
     seed = check_seed(cfg.seed)
+    psi = check_psi(cfg.get("psi", 1.0))
     device = resolve_device(str(cfg.device))
     module, datamodule, ckpt = load_checkpoint(cfg.ckpt, device)
     callback = instantiate(cfg.metrics, num_samples=counts["num_samples"], num_real=counts["num_real"],
                            batch_size=counts["batch_size"])
     suite = callback.suite
     seeds = [seed + i for i in range(counts["seeds"])]
-    runs = [suite.evaluate(module, datamodule, module.run_config["dataset"], seed=s) for s in seeds]
+    runs = [suite.evaluate(module, datamodule, module.run_config["dataset"], seed=s, psi=psi) for s in seeds]
 
     metrics: dict[str, Any] = {}
     for name in runs[0].values:
@@ -77,6 +78,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "resolution": runs[0].resolution,
         "alpha": getattr(module, "alpha", None),
         "seeds": seeds,
+        "psi": psi,
         "num_samples": int(cfg.num_samples),
         "notes": sorted({n for r in runs for n in r.notes}),
         "metrics": metrics,
@@ -144,8 +146,10 @@ def format_table(report: dict[str, Any]) -> str:
     """Plain-text report: each protocol once (P1, P2, ...), then metric | value | protocol label.
 
     The value is the mean, with ± the std over seeds when there are several seeds."""
+    psi = report.get("psi", 1.0)
     head = (f"{report['model']} at {report['kimg']:.1f} kimg, {report['resolution']}px, "
-            f"{report['num_samples']} samples x seeds {report['seeds']}  ({report['checkpoint']})")
+            f"{report['num_samples']} samples x seeds {report['seeds']}{'' if psi == 1.0 else f', psi={psi:g}'}"
+            f"  ({report['checkpoint']})")
     several = len(report.get("seeds") or []) > 1
     labels: dict[str, str] = {}
     rows = []

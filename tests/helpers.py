@@ -96,7 +96,8 @@ class StubGenerator(nn.Module):
         return {}
 
     def generate(self, inputs, ema=True):
-        img = F.interpolate(inputs["z"], size=self.res, mode="bilinear", align_corners=False)
+        z = inputs["z"] * inputs.get("psi", 1.0)  # truncation as T2F's and DCGAN's: towards the mean latent
+        img = F.interpolate(z, size=self.res, mode="bilinear", align_corners=False)
         return (img * self.scale).tanh()
 
 

@@ -90,6 +90,27 @@ def test_cache_key_changes_with_every_part_of_the_protocol(tmp_path) -> None:
     assert dataset_identity(dm).fingerprint != dataset_identity(dm, {"seed": 3}).fingerprint
 
 
+def test_truncated_fakes_are_measured_against_the_same_real_statistics(tmp_path) -> None:
+    """psi < 1 draws the fakes truncated: other numbers, a protocol that names psi, and the real
+    statistics of psi = 1 reused (the real faces do not change)."""
+    from t2f.data.synthetic import SyntheticDataModule
+
+    dm = SyntheticDataModule(root=str(tmp_path.parent / "t2f-cache" / "synthetic"), size=96, val_size=32,
+                             resolution=32, batch_size=8)
+    config = {"_target_": "SyntheticDataModule", "size": 96, "val_size": 32, "resolution": 32}
+    cache = tmp_path / "metrics"
+    suite = MetricSuite(swd={"dirs_per_repeat": 16, "dir_repeats": 1}, num_samples=8, num_real=24, batch_size=8,
+                        cache_dir=str(cache))
+    plain = suite.evaluate(StubGenerator(16), dm, config)
+    truncated = suite.evaluate(StubGenerator(16), dm, config, psi=0.5)
+    assert truncated.values["swd"] != plain.values["swd"]
+    assert "psi" not in plain.protocols["swd"].options and truncated.protocols["swd"].options["psi"] == 0.5
+    assert truncated.protocols["swd"].key() != plain.protocols["swd"].key()
+    assert len(list(cache.glob("swd-*.pt"))) == 1
+    again = suite.evaluate(StubGenerator(16), dm, config, psi=1.0)
+    assert again.values == plain.values and again.protocols["swd"].key() == plain.protocols["swd"].key()
+
+
 @pytest.mark.slow
 def test_ddp_cpu_training_logs_synced_metric_equal_to_single_process(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

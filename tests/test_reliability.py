@@ -393,6 +393,7 @@ def _evaluate_config(cache: Path, **values: object) -> DictConfig:
     ("devices", "trainer.devices=3 trains 3 processes with DDP, .* use trainer=ddp_cpu trainer.devices=3"),
     ("num_samples", "callbacks.samples.num_samples=0 must be >= 1"),
     ("seeds", "seeds=0 must be a whole number >= 1"),
+    ("psi", r"psi=1.5 must be a number in \[0, 1\]: the truncation strength"),
 ])
 def test_crashes_become_one_line_naming_the_key(tmp_path, case, key) -> None:
     def make() -> None:
@@ -402,6 +403,8 @@ def test_crashes_become_one_line_naming_the_key(tmp_path, case, key) -> None:
             check_trainer(trainer, OmegaConf.create({"trainer": {"devices": 3}}), torch.nn.Linear(1, 1), 96)
         elif case == "num_samples":
             instantiate({"_target_": "t2f.callbacks.samples.SampleGrid", "dirpath": str(tmp_path), "num_samples": 0})
+        elif case == "psi":
+            evaluate(_evaluate_config(tmp_path, ckpt=str(tmp_path / "never_read.ckpt"), psi=1.5))
         else:
             evaluate(_evaluate_config(tmp_path, ckpt=str(tmp_path / "never_read.ckpt"), seeds=0))
 

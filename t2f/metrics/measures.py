@@ -69,6 +69,7 @@ class Round:
     base: dict[str, Any]  # the Protocol fields every measure shares
     common: dict[str, Any]  # the Protocol options every measure shares
     shared: dict[str, Any] = field(default_factory=dict)  # what measures prepare once per round
+    fake_options: dict[str, Any] = field(default_factory=dict)  # how the fakes were drawn (psi < 1), for their protocols
 
 
 @dataclass
@@ -101,7 +102,8 @@ def measure_swd(suite: MetricSuite, r: Round) -> Measurement | None:
         return values
 
     reported = proto.replace(num_fake=r.num_fake, options={
-        **r.common, "dir_repeats": opts["dir_repeats"], "dirs_per_repeat": opts["dirs_per_repeat"], "seed": r.seed})
+        **r.common, "dir_repeats": opts["dir_repeats"], "dirs_per_repeat": opts["dirs_per_repeat"], "seed": r.seed,
+        **r.fake_options})
     levels = range(int(math.log2(r.resolution)), int(math.log2(opts["min_resolution"])) - 1, -1)
     protocols = {"swd": reported, **{f"swd/{2 ** level}": reported for level in levels}}
     return Measurement(lambda x, start, stop: swd.update(x, real=False), compute, protocols)
@@ -147,7 +149,7 @@ def _prepare_inception(suite: MetricSuite, r: Round, inc: InceptionMetrics) -> P
     inc.is_splits = min(int(opts["is_splits"]), r.num_fake)
     return proto.replace(num_fake=r.num_fake, options={
         **r.common, "kid_subset_size": inc.kid_subset_size, "kid_subsets": opts["kid_subsets"],
-        "is_splits": inc.is_splits, "seed": r.seed})
+        "is_splits": inc.is_splits, "seed": r.seed, **r.fake_options})
 
 
 def measure_alignment(suite: MetricSuite, r: Round) -> Measurement | None:
@@ -178,7 +180,8 @@ def measure_alignment(suite: MetricSuite, r: Round) -> Measurement | None:
 
     reported = proto.replace(num_fake=r.num_fake, split=f"{r.base['split']}+captions:val", options={
         **proto.options, "num_mismatched": mismatched, "seed": r.seed,
-        "score": "sum log p(value|x) - log prior(value)"})
+        "score": "sum log p(value|x) - log prior(value)", "fakes": "1-KS mean over sets of the real half's count",
+        **r.fake_options})
     names = ("alignment", "alignment_match", "alignment_match_real", "alignment_match_floor", "alignment_accuracy",
              "r_precision", "r_precision_vs_real",
              *(f"alignment_{part}/{n}" for part in ("accuracy", "match", "shift") for n in task.names))

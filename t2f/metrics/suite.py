@@ -281,8 +281,12 @@ class MetricSuite:
     # ----------------------------------------------------------------------------- evaluate
     @torch.no_grad()
     def evaluate(self, module: Any, datamodule: Any, dataset_config: Mapping[str, Any] | None = None,
-                 seed: int | None = None) -> Evaluation:
+                 seed: int | None = None, psi: float = 1.0) -> Evaluation:
+        """Every selected measure on ``num_samples`` fakes; ``psi`` < 1 draws them truncated (the
+        model's ``sample(psi=)``), and their protocols say so."""
         seed = self.seed if seed is None else int(seed)
+        psi = float(psi)
+        fake_options = {"psi": psi} if psi != 1.0 else {}
         rank, world = dist_rank_world()
         device = module.device
         m = self.num_samples
@@ -305,6 +309,7 @@ class MetricSuite:
             inputs = select_inputs(latents, slice(start, stop))
             # the other per-image noise batch by batch (StyleGAN's maps for all samples would not fit)
             inputs.update(module.noise_inputs(stop - start, torch.Generator().manual_seed(seed * 1_000_003 + start)))
+            inputs.update(fake_options)
             if captions is not None:
                 inputs.update(module.encode_captions(captions[start:stop], datamodule.vocab))
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -319,7 +324,8 @@ class MetricSuite:
         base = dict(dataset=ident.name, resolution=res, num_real=len(real_idx), num_fake=m, split=self.real_split,
                     crop=ident.crop, resize=ident.resize_to(res))
         common = {"dataset_config": ident.fingerprint, "real_seed": self.real_seed}
-        round_ = Round(module, datamodule, device, res, m, seed, captions, ident, real_set, real_idx, base, common)
+        round_ = Round(module, datamodule, device, res, m, seed, captions, ident, real_set, real_idx, base, common,
+                       fake_options=fake_options)
         measurements = [measure(self, round_) for name, (option, measure) in MEASURES.items()
                         if self.selects(name, option)]
         measurements = [found for found in measurements if found is not None]
@@ -334,7 +340,7 @@ class MetricSuite:
         for found in measurements:  # the same order on every rank: they hold collectives
             values.update({k: float(v) for k, v in found.compute().items()})
         if self.diversity is not None:
-            found = self._diversity(module, datamodule, ident, res, seed, base, common)
+            found = self._diversity(module, datamodule, ident, res, seed, base, common, fake_options)
             if found is not None:
                 values.update({k: float(v) for k, v in found[0].items()})
                 protocols.update(found[1])
@@ -342,7 +348,7 @@ class MetricSuite:
 
     # ----------------------------------------------------------------------------- diversity
     def _diversity(self, module: Any, datamodule: Any, ident: DatasetIdentity, res: int, seed: int,
-                   base: Mapping[str, Any], common: Mapping[str, Any]
+                   base: Mapping[str, Any], common: Mapping[str, Any], fake_options: Mapping[str, Any]
                    ) -> tuple[dict[str, Tensor], dict[str, Protocol]] | None:
         """Diversity for one caption and the conditional SWD (t2f.metrics.diversity). Captions are
         shared out to the ranks (all faces of a caption on one rank); the sums are all-reduced."""
@@ -371,6 +377,7 @@ class MetricSuite:
         for c in range(rank, k, world):
             inputs = select_inputs(latents, slice(c * per, (c + 1) * per))
             inputs.update(module.noise_inputs(per, torch.Generator().manual_seed(seed * 1_000_003 + 7 + c)))
+            inputs.update(fake_options)
             if captions is not None:
                 inputs.update(module.encode_captions([captions[c]] * per, datamodule.vocab))
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -394,7 +401,7 @@ class MetricSuite:
         if swd is not None:
             values["swd_conditional"] = swd.compute()["swd_x1e3_avg"]
         options = {**common, "captions": k, "per_caption": per, "min_real": int(opts["min_real"]), "seed": seed,
-                   "features": clf_proto.feature_extractor}
+                   "features": clf_proto.feature_extractor, **fake_options}
         proto = Protocol(feature_extractor=f"{clf_proto.feature_extractor}-penultimate",
                          **{**base, "num_fake": k * per, "num_real": int(sums[:, 2].sum())}, options=options)
         protocols = {n: proto for n in values if n.startswith("diversity")}
