@@ -246,7 +246,7 @@ def distribution_match(fake: Tensor, reference: Tensor, real: Tensor, floor: Ten
         n = len(rea)
         if min(len(ref), n, len(flo)) < min_count or len(fak) < min(n, min_count):
             continue
-        sets = fak[: max(1, len(fak) // n) * n].view(-1, n) if len(fak) >= n else fak[None]
+        sets = fak[: len(fak) // n * n].view(-1, n) if len(fak) >= n else fak[None]  # fewer: one set
         scores["fake"].append(torch.stack([1 - ks_distance(one, ref) for one in sets]).mean())
         scores["real"].append(1 - ks_distance(rea, ref))
         scores["floor"].append(1 - ks_distance(flo, ref))
