@@ -348,7 +348,7 @@ class MetricSuite:
 
     # ----------------------------------------------------------------------------- diversity
     def _diversity(self, module: Any, datamodule: Any, ident: DatasetIdentity, res: int, seed: int,
-                   base: Mapping[str, Any], common: Mapping[str, Any], fake_options: Mapping[str, Any]
+                   base: Mapping[str, Any], common: Mapping[str, Any], fake_options: Mapping[str, Any] | None = None
                    ) -> tuple[dict[str, Tensor], dict[str, Protocol]] | None:
         """Diversity for one caption and the conditional SWD (t2f.metrics.diversity). Captions are
         shared out to the ranks (all faces of a caption on one rank); the sums are all-reduced."""
@@ -358,6 +358,7 @@ class MetricSuite:
                        "faces with and no attribute classifier (synthetic and CelebA have)")
             return None
         opts, device = self.diversity, module.device
+        fake_options = dict(fake_options or {})  # psi < 1: truncated fakes
         k, per = int(opts["captions"]), int(opts["per_caption"])
         net, _, clf_proto, _ = self.classifier(task, datamodule, ident, res, device)
         text = getattr(module, "text", None) is not None and getattr(datamodule, "vocab", None) is not None
