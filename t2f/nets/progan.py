@@ -243,12 +243,9 @@ class ProGANGenerator(nn.Module):
         if self.condition_dim and (condition is None or condition.shape != (z.shape[0], self.condition_dim)):
             got = None if condition is None else tuple(condition.shape)
             raise ValueError(f"condition must have shape ({z.shape[0]}, {self.condition_dim}), got {got}")
-        x = self.blocks[0](z)
-        prev = x
-        for k in range(1, stage + 1):
-            if k == stage:
-                prev = x
-            x = self.blocks[k](x, condition)
+        x = prev = self.blocks[0](z)
+        for k in range(1, stage + 1):  # prev ends as the last block's input
+            prev, x = x, self.blocks[k](x, condition)
         out = self.to_rgb[stage](x)
         if stage > 0 and alpha < 1.0:
             skip = upsample2x(self.to_rgb[stage - 1](prev))
