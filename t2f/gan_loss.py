@@ -128,9 +128,10 @@ class GANLoss:
         """Critic loss on ``real`` images against fresh fakes, and its parts for logging.
 
         ``conditions`` come from the text component (empty: unconditional). With text the critic
-        is matching-aware: a real image under a mismatched caption counts as fake, and fakes and
-        mismatches weigh half each. The gradient penalty then covers both kinds of fake pair,
-        half the samples on the line from (real, c) to (fake, c) and half on the line from
+        is matching-aware: a real image under a mismatched caption counts as fake, weighted
+        ``text.mismatch_weight`` and the fakes ``1 -`` that (half each by default; a smaller
+        weight teaches the critic to read captions with less reward for caricatures). The
+        gradient penalty then covers both kinds of fake pair, half the samples on the line from (real, c) to (fake, c) and half on the line from
         (real, c) to (real, c'), with the norm over image and condition jointly: without it the
         critic can push mismatched scores down without bound and the generator's signal
         collapses. R1 is lazy (StyleGAN2) when ``r1_interval`` > 1: computed on critic steps
@@ -160,7 +161,8 @@ class GANLoss:
             parts["adv"] = real_term + fake_term
         else:
             mismatch_term = FAKE_TERMS[self.name](d.head(real_features, mismatched)).mean()
-            parts["adv"] = real_term + 0.5 * (fake_term + mismatch_term)
+            weight = text.mismatch_weight
+            parts["adv"] = real_term + (1 - weight) * fake_term + weight * mismatch_term
         if self.name == "wgan_gp" and self.gp_weight > 0:
             parts["gp"] = self.gp_weight * _wgan_gp(players.score, real, fake, condition, mismatched)
         if self.drift_weight > 0:

@@ -159,8 +159,9 @@ class ToyCritic(nn.Module):
 class ToyText:
     """A text component whose mismatched captions are given; ``image_terms`` optional."""
 
-    def __init__(self, mismatched, image_terms=None) -> None:
+    def __init__(self, mismatched, image_terms=None, mismatch_weight: float = 0.5) -> None:
         self._mismatched, self._image_terms = mismatched, image_terms
+        self.mismatch_weight = mismatch_weight
         self.reads_image_embedding = image_terms is not None
 
     def mismatched(self, conditions):
@@ -173,11 +174,12 @@ class ToyText:
         return {}
 
 
-def toy_players(score, fake: torch.Tensor, trunk=None, mismatched=None, image_terms=None):
+def toy_players(score, fake: torch.Tensor, trunk=None, mismatched=None, image_terms=None,
+                mismatch_weight: float = 0.5):
     """Players for t2f.gan_loss.GANLoss: a critic ``score(x, c)`` and a generator drawing ``fake``."""
     from t2f.gan_loss import Players
 
-    text = None if mismatched is None else ToyText(mismatched, image_terms)
+    text = None if mismatched is None else ToyText(mismatched, image_terms, mismatch_weight)
     return Players(ToyGenerator(fake), ToyCritic(score, trunk), text)
 
 

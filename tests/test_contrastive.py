@@ -143,6 +143,9 @@ def test_nearest_mismatch_pairs_each_face_with_the_closest_other_caption():
     assert TextConditioner(VOCAB, mismatch="none").mismatched(conditions) is None  # the loss then has no mismatch term
     with pytest.raises(ValueError, match="model.text.mismatch='random': choose one of shifted, nearest, none"):
         TextConditioner(VOCAB, mismatch="random")
+    for weight in (0.0, 1.0, float("nan")):
+        with pytest.raises(ValueError, match=r"model.text.mismatch_weight=.* must be in \(0, 1\)"):
+            TextConditioner(VOCAB, mismatch_weight=weight)
 
 
 def test_word_prediction_trains_the_text_encoder_to_keep_every_word():

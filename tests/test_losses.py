@@ -48,7 +48,7 @@ def test_hinge_and_wasserstein_match_hand_values():
     assert g_wasserstein(fake).item() == pytest.approx(-0.25)
 
 
-def test_matching_aware_terms_weigh_fake_and_mismatch_half_each():
+def test_matching_aware_terms_weigh_fake_and_mismatch_half_each_unless_told():
     own, other = torch.zeros(1, 2), torch.ones(1, 2)
 
     def critic(x, c):  # real image + own caption 1, fake image -1, real image + other caption 3
@@ -61,6 +61,10 @@ def test_matching_aware_terms_weigh_fake_and_mismatch_half_each():
                                     torch.zeros(1, 1, 2, 2), {"text_embedding": own})
     # -real + (fake + mismatch) / 2 = -1 + (-1 + 3) / 2 = 0
     assert parts["adv"].item() == pytest.approx(0.0)
+    _, parts = loss.critic_loss(toy_players(critic, torch.ones(1, 1, 2, 2), mismatched=other, mismatch_weight=0.25),
+                                torch.zeros(1, 1, 2, 2), {"text_embedding": own})
+    # -real + 0.75 * fake + 0.25 * mismatch = -1 - 0.75 + 0.75
+    assert parts["adv"].item() == pytest.approx(-1.0)
 
 
 def test_matching_aware_gradient_penalty_covers_images_and_captions():

@@ -84,6 +84,18 @@ def test_t2f_trains_with_the_projection_critic_and_names_a_bad_choice(tmp_path):
                                                        "concat, projection")
 
 
+def test_t2f_config_sets_the_critic_caption_width_and_the_mismatch_weight(tmp_path):
+    from hydra.utils import instantiate
+
+    cfg = compose_config(tmp_path, ["model.discriminator.condition_channels=8", "model.text.mismatch=nearest",
+                                    "model.text.mismatch_weight=0.2"], model="t2f")
+    critic = instantiate(cfg.model.discriminator)
+    assert critic.condition_channels == 8 and critic.blocks[0].condition_proj.weight.shape[0] == 8
+    assert instantiate(cfg.model.text, vocab_size=20).mismatch_weight == 0.2
+    default = instantiate(compose_config(tmp_path / "d", [], model="t2f").model.discriminator)
+    assert default.condition_channels == max(1, default.channels[0] // 4)
+
+
 @pytest.mark.parametrize("loss", ["nonsaturating", "hinge", "wgan_gp"])
 def test_short_dcgan_training_writes_run_directory(tmp_path, loss):
     extra = ["model.discriminator.norm=layer"] if loss == "wgan_gp" else []

@@ -49,6 +49,7 @@ class TextConditioner(nn.Module):
         encoder: Mapping[str, Any] | None = None,
         lr_scale: float = 1.0,
         mismatch: str = "shifted",
+        mismatch_weight: float = 0.5,
         contrastive: Mapping[str, float] | None = None,
         word_prediction: Mapping[str, float] | None = None,
     ) -> None:
@@ -58,11 +59,15 @@ class TextConditioner(nn.Module):
                              "(synthetic, celeba, face2text, or folder with captions)")
         if mismatch not in MISMATCH_MODES:
             raise ValueError(f"model.text.mismatch={mismatch!r}: choose one of {', '.join(MISMATCH_MODES)}")
+        if not 0 < mismatch_weight < 1:
+            raise ValueError(f"model.text.mismatch_weight={mismatch_weight} must be in (0, 1): the fake pair's "
+                             "share is 1 minus it (no mismatched pair at all: model.text.mismatch=none)")
         if not lr_scale >= 0:
             raise ValueError(f"model.text.lr_scale={lr_scale} must be >= 0")
         self.encoder = TextEncoder(vocab_size, **dict(encoder or {}))
         self.lr_scale = float(lr_scale)
         self.mismatch = mismatch
+        self.mismatch_weight = float(mismatch_weight)
         settings = _settings("contrastive", contrastive, {"weight": 0.0, "temperature": 0.1, "generator": 1.0})
         self.contrastive_weight, self.contrastive_temperature = settings["weight"], settings["temperature"]
         self.contrastive_generator = settings["generator"]
