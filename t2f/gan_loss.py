@@ -127,18 +127,18 @@ class GANLoss:
                     on_real_scores: Callable[[Tensor], None] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """Critic loss on ``real`` images against fresh fakes, and its parts for logging.
 
-        ``conditions`` come from the text component (empty: unconditional). With text the critic
-        is matching-aware: a real image under a mismatched caption counts as fake, weighted
+        ``conditions`` come from the text component (empty: unconditional). With text the critic is
+        matching-aware: a real image under a mismatched caption counts as fake, weighted
         ``text.mismatch_weight`` and the fakes ``1 -`` that (half each by default). The gradient
-        penalty then covers both kinds of fake pair, half the samples on the line from (real, c)
-        to (fake, c) and half on the line from (real, c) to (real, c'), with the norm over image
-        and condition jointly: without it the critic can push mismatched scores down without
-        bound and the generator's signal collapses. R1 is lazy (StyleGAN2) when ``r1_interval`` > 1: computed on critic steps
-        ``step`` that are multiples of the interval, weighted ``gamma / 2 * r1_interval``.
-        The critic's features of the real images are computed once and serve every condition
-        they are scored under and the text terms. ``on_real_scores`` gets the real scores
-        (detached), e.g. for ADA's overfitting signal. Penalties are taken at the images the
-        critic scores, augmented when augmentation is on.
+        penalty then covers both kinds of fake pair, half the samples on the line from (real, c) to
+        (fake, c) and half on the line from (real, c) to (real, c'), with the norm over image and
+        condition jointly: without it the critic can push mismatched scores down without bound and
+        the generator's signal collapses. R1 is lazy (StyleGAN2) when ``r1_interval`` > 1: computed
+        on critic steps ``step`` that are multiples of the interval, weighted ``gamma / 2 *
+        r1_interval``. The critic's features of the real images are computed once and serve every
+        condition they are scored under and the text terms. ``on_real_scores`` gets the real scores
+        (detached), e.g. for ADA's overfitting signal. Penalties are taken at the images the critic
+        scores, augmented when augmentation is on.
         """
         d, text = players.discriminator, players.text
         condition = conditions.get("text_embedding")
