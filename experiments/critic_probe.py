@@ -1,6 +1,6 @@
 """Which attributes a T2F critic can see, and how loudly the generator hears each one.
 
-    python experiments/critic_probe.py CKPT [CKPT ...]
+    python experiments/critic_probe.py CKPT [CKPT ...]   (checkpoints of one dataset)
 
 The contrastive term rewards the generator for faces whose critic embedding identifies their
 caption, so an attribute the critic's embedding hardly encodes earns the generator little for
@@ -32,6 +32,7 @@ from t2f.metrics.suite import _item_captions, _items, _resize, _subset, dataset_
 
 SHOWN = ("Eyeglasses", "No_Beard", "Goatee", "Mustache", "Bangs", "Wearing_Lipstick", "Heavy_Makeup", "Male",
          "Smiling", "Black_Hair", "Blond_Hair", "Wearing_Hat")
+CLASSIFIER_ROW = "the evaluation's classifier"
 
 
 def auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
@@ -44,24 +45,32 @@ def auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return float(greater + 0.5 * ties)
 
 
-def probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor) -> float:
-    """Held-out AUC of an L2-regularised logistic regression on standardised features."""
+def probe_aucs(train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
+               names: tuple[str, ...]) -> dict[str, float]:
+    """Per shown attribute, the held-out AUC of an L2-regularised logistic regression on features
+    standardised once with the training statistics: ``train``/``test`` are (features, attributes)."""
+    (train_x, train_y), (test_x, test_y) = train, test
     mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
     a, b = (train_x - mean) / std, (test_x - mean) / std
-    w = torch.zeros(a.shape[1], requires_grad=True)
-    bias = torch.zeros(1, requires_grad=True)
-    opt = torch.optim.LBFGS([w, bias], max_iter=200, line_search_fn="strong_wolfe")
-    y = train_y.double().float()
+    out = {}
+    for i, name in enumerate(names):
+        if name not in SHOWN:
+            continue
+        w = torch.zeros(a.shape[1], requires_grad=True)
+        bias = torch.zeros(1, requires_grad=True)
+        opt = torch.optim.LBFGS([w, bias], max_iter=200, line_search_fn="strong_wolfe")
+        y = train_y[:, i].float()
 
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(a @ w + bias, y) + 1e-2 * w.pow(2).sum()
-        loss.backward()
-        return loss
+        def closure(w=w, bias=bias, opt=opt, y=y) -> torch.Tensor:
+            opt.zero_grad()
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(a @ w + bias, y) + 1e-2 * w.pow(2).sum()
+            loss.backward()
+            return loss
 
-    opt.step(closure)
-    with torch.no_grad():
-        return auc(b @ w + bias, test_y)
+        opt.step(closure)
+        with torch.no_grad():
+            out[name] = auc(b @ w + bias, test_y[:, i])
+    return out
 
 
 def main(paths: list[str]) -> None:
@@ -71,31 +80,30 @@ def main(paths: list[str]) -> None:
     rows: dict[str, dict[str, float]] = {}
     hearing: dict[str, dict[str, float]] = {}
     names: tuple[str, ...] = ()
+    data: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for path in paths:
         module, dm, _ = load_checkpoint(path, "cpu")
         task = attribute_task(dm)
         names = task.names
         res = int(module.run_config["dataset"]["resolution"])
-        data = {}
-        for split, dataset, count in (("train", dm.train_set, 3000), ("val", dm.val_set, 500)):
-            items = _items(dataset, _subset(len(dataset), count, 0), ("image", "attributes"))
-            data[split] = (_resize(items["image"], res), items["attributes"].long())
+        if not data:  # the faces of the first checkpoint's dataset, read once
+            for split, dataset, count in (("train", dm.train_set, 3000), ("val", dm.val_set, 500)):
+                items = _items(dataset, _subset(len(dataset), count, 0), ("image", "attributes"))
+                data[split] = (_resize(items["image"], res), items["attributes"].long())
         critic = module.discriminator.eval()
         (tr_e, tr_f), (va_e, va_f) = critic_embedding(critic, data["train"][0]), critic_embedding(critic, data["val"][0])
-        rows[f"{path} embedding"] = {n: probe(tr_e, data["train"][1][:, i], va_e, data["val"][1][:, i])
-                                     for i, n in enumerate(names) if n in SHOWN}
-        rows[f"{path} 4x4 features"] = {n: probe(tr_f, data["train"][1][:, i], va_f, data["val"][1][:, i])
-                                        for i, n in enumerate(names) if n in SHOWN}
+        labels = data["train"][1], data["val"][1]
+        rows[f"{path} embedding"] = probe_aucs((tr_e, labels[0]), (va_e, labels[1]), names)
+        rows[f"{path} 4x4 features"] = probe_aucs((tr_f, labels[0]), (va_f, labels[1]), names)
         hearing[path] = condition_separation(module, dm, task)
-        if "classifier" not in rows:
+        if CLASSIFIER_ROW not in rows:  # the first checkpoint's dataset: pass checkpoints of one dataset
             with initialize_config_module("t2f.conf", version_base=None):
                 cfg = compose("evaluate", overrides=[f"ckpt={path}", "metrics=[alignment]"])
             suite = instantiate(cfg.metrics, num_samples=2000, num_real=2000, batch_size=cfg.batch_size).suite
             ident = dataset_identity(dm, module.run_config["dataset"])
             net = suite.classifier(task, dm, ident, res, torch.device("cpu"))[0]
-            tr_c, va_c = classifier_features(net, data["train"][0]), classifier_features(net, data["val"][0])
-            rows["the evaluation's classifier"] = {n: probe(tr_c, data["train"][1][:, i], va_c, data["val"][1][:, i])
-                                                   for i, n in enumerate(names) if n in SHOWN}
+            rows[CLASSIFIER_ROW] = probe_aucs((classifier_features(net, data["train"][0]), labels[0]),
+                                              (classifier_features(net, data["val"][0]), labels[1]), names)
     shown = [n for n in names if n in SHOWN]
     print("held-out AUC of a linear probe per attribute (3,000 training faces, 500 validation faces)")
     print("| features | " + " | ".join(shown) + " |")
