@@ -113,15 +113,18 @@ def mode_seeking_loss(images: Tensor, latents: Tensor, eps: float = 1e-5) -> Ten
     return 1.0 / (image_gap / latent_gap + eps)
 
 
-def word_prediction_loss(logits: Tensor, captions: Tensor, first_word: int) -> Tensor:
-    """Which vocabulary words each caption contains, predicted from its embedding: binary
-    cross-entropy summed over the words, mean over the batch.
+def caption_words(captions: Tensor, first_word: int, num_words: int) -> Tensor:
+    """Which vocabulary words each caption contains: (B, ``num_words``), 1 where caption ``b``
+    holds word id ``first_word + j``. ``captions`` (B, L) are token ids, where ids below
+    ``first_word`` (padding, BOS, EOS, UNK) are not words."""
+    present = torch.zeros(len(captions), first_word + num_words, device=captions.device)
+    return present.scatter(1, captions, 1.0)[:, first_word:]
 
-    ``logits`` (B, V - first_word) score the word ids ``first_word..V-1``; ``captions`` (B, L)
-    are token ids, where ids below ``first_word`` (padding, BOS, EOS, UNK) are not words.
-    """
-    present = torch.zeros(len(captions), first_word + logits.shape[1], device=logits.device, dtype=logits.dtype)
-    present = present.scatter(1, captions, 1.0)[:, first_word:]
-    return F.binary_cross_entropy_with_logits(logits, present, reduction="sum") / len(captions)
+
+def word_prediction_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """Binary cross-entropy of the word logits (B, W) against ``targets`` (B, W): the caption's
+    words (``caption_words``) or probabilities, summed over the words, mean over the batch; in
+    float32, where probabilities keep their digits."""
+    return F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="sum") / len(logits)
 
 

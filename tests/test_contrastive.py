@@ -184,6 +184,60 @@ def test_image_word_prediction_trains_the_critic_on_real_faces_and_scores_fakes_
     assert all(p.grad is None for p in module.text.encoder.parameters())
 
 
+def test_image_words_real_target_tracks_real_faces_and_asks_fakes_for_their_rates_not_certainty():
+    torch.manual_seed(0)
+    text = TextConditioner(VOCAB, word_prediction={"image": 1.0, "image_target": "real"})
+    first, words = 4, VOCAB - 4
+    captions = torch.tensor([[4, 5, 0], [4, 6, 0], [7, 0, 0]])  # word 0 (id 4) in two captions, word 3 in one
+    present = torch.zeros(3, words).scatter(1, captions.clamp_min(first) - first, 1.0)
+    present[:, 0] = torch.tensor([1.0, 1.0, 0.0])  # padding mapped onto word 0 above: set it by hand
+    logits = torch.zeros(3, words)
+    logits[:, 0] = torch.tensor([2.0, 0.0, -1.0])
+    text.track_real_words(logits, present)
+    rates = text.real_word_rates(torch.ones(1, words)), text.real_word_rates(torch.zeros(1, words))
+    sig = torch.sigmoid(torch.tensor([2.0, 0.0, -1.0]))
+    assert rates[0][0, 0].item() == pytest.approx(((sig[0] + sig[1]) / 2).item())  # with the word: its two faces
+    assert rates[1][0, 0].item() == pytest.approx(sig[2].item())  # without it: the third
+    assert rates[0][0, 10].item() == 1.0 and rates[1][0, 1].item() == pytest.approx(0.5)  # word 10 never seen: 1
+    # a second batch joins the first at weight 1 against the first's 0.99
+    text.track_real_words(torch.full((1, words), 50.0), torch.ones(1, words))
+    expected = (0.99 * (sig[0] + sig[1]) + 1.0) / (0.99 * 2 + 1)
+    assert text.real_word_rates(torch.ones(1, words))[0, 0].item() == pytest.approx(expected.item())
+    assert {"real_word_sums", "real_word_counts"} <= set(text.state_dict())  # resumed runs keep the rates
+
+    # a fake's word logit, trained by the generator's term alone: the real target stops at real
+    # faces' rate, the caption's target (1) drives it on towards certainty
+    rate = text.real_word_rates(torch.ones(1, words))[0, 0].item()
+    for target, runs_away in (("real", False), ("caption", True)):
+        head = TextConditioner(VOCAB, word_prediction={"image": 1.0, "image_target": target})
+        head.load_state_dict(text.state_dict(), strict=False)
+        fake = torch.zeros(1, head.output_dim, requires_grad=True)
+        optimizer = torch.optim.SGD([fake], lr=0.5)
+        conditions = {"caption": torch.tensor([[4, 0, 0]])}
+        for _ in range(300):
+            optimizer.zero_grad()
+            head.image_terms(fake, conditions, fakes=True)["image_words"].backward()
+            optimizer.step()
+        probability = torch.sigmoid(head.image_words(fake))[0, 0].item()
+        assert (probability > 0.95) if runs_away else probability == pytest.approx(rate, abs=0.01)  # rate: 0.79
+
+
+def test_image_words_real_target_learns_rates_in_the_critic_step_and_uses_them_in_the_generator_step():
+    torch.manual_seed(0)
+    module = t2f_module(VOCAB, text={"word_prediction": {"image": 1.0, "image_target": "real"}})
+    batch, players = _batch(), module.players(module.growth)
+    with torch.no_grad():
+        conditions = module.conditions(batch)
+    assert module.text.real_word_counts.sum() == 0
+    module.loss.critic_loss(players, batch["image"], conditions)
+    assert torch.equal(module.text.real_word_counts.sum(0), torch.full((VOCAB - 4,), 8.0))  # every face, once
+    _, terms = module.loss.generator_loss(players, 8, conditions, torch.device("cpu"))
+    counts = module.text.real_word_counts.clone()
+    terms["image_words"].backward()
+    assert module.generator.generator.to_rgb[1].weight.grad.abs().sum() > 0
+    assert torch.equal(module.text.real_word_counts, counts)  # fakes never join the real faces' rates
+
+
 def test_word_prediction_zero_builds_no_heads_and_bad_settings_are_named():
     module = _module(weight=0.0)
     assert module.text.text_words is None and module.text.image_words is None
@@ -192,6 +246,8 @@ def test_word_prediction_zero_builds_no_heads_and_bad_settings_are_named():
         _module(words=-1.0)
     with pytest.raises(ValueError, match="unknown keys \\['imgae'\\]"):
         TextConditioner(VOCAB, word_prediction={"imgae": 1.0})
+    with pytest.raises(ValueError, match="model.text.word_prediction.image_target='fake': choose one of caption, real"):
+        TextConditioner(VOCAB, word_prediction={"image": 1.0, "image_target": "fake"})
 
 
 def test_a_text_term_that_reads_the_image_embedding_needs_the_critic_to_have_one():

@@ -9,6 +9,7 @@ import torch
 
 from t2f.gan_loss import GANLoss
 from t2f.losses import (
+    caption_words,
     contrastive_loss,
     drift_penalty,
     g_nonsaturating,
@@ -180,9 +181,14 @@ def test_word_prediction_loss_matches_hand_values():
     # -log sigmoid(x) for a present word, -log sigmoid(-x) = softplus(x) for an absent one
     row0 = _sp(-2.0) + _sp(0.0) + _sp(1.0)
     row1 = _sp(0.0) + _sp(-1.0) + _sp(0.0)
-    assert word_prediction_loss(logits, captions, first_word=4).item() == pytest.approx((row0 + row1) / 2)
+    assert torch.equal(caption_words(captions, first_word=4, num_words=3), torch.tensor([[1.0, 0, 1], [0, 1, 0]]))
+    assert word_prediction_loss(logits, caption_words(captions, 4, 3)).item() == pytest.approx((row0 + row1) / 2)
+    # probabilities as targets: -q log sigmoid(x) - (1 - q) log sigmoid(-x) per word
+    soft = torch.tensor([[0.8, 0.1, 0.5], [0.0, 1.0, 0.0]])
+    row0 = 0.8 * _sp(-2.0) + 0.2 * _sp(2.0) + 0.1 * _sp(0.0) + 0.9 * _sp(0.0) + 0.5 * _sp(1.0) + 0.5 * _sp(-1.0)
+    assert word_prediction_loss(logits, soft).item() == pytest.approx((row0 + row1) / 2)
     # all words absent and predicted absent with certainty: no loss
-    none = word_prediction_loss(torch.full((1, 3), -50.0), torch.tensor([[2, 3]]), first_word=4)
+    none = word_prediction_loss(torch.full((1, 3), -50.0), caption_words(torch.tensor([[2, 3]]), 4, 3))
     assert none.item() == pytest.approx(0.0, abs=1e-12)
 
 

@@ -30,10 +30,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from t2f.data.vocab import SPECIAL_TOKENS, Vocabulary
-from t2f.losses import contrastive_loss, word_prediction_loss
+from t2f.losses import caption_words, contrastive_loss, word_prediction_loss
 from t2f.nets.text_encoder import TextEncoder
 
 MISMATCH_MODES = ("shifted", "nearest", "none")
+IMAGE_WORD_TARGETS = ("caption", "real")
+REAL_WORD_DECAY = 0.99  # per critic step: the real faces' word rates follow about the last 100 batches
 
 
 class TextConditioner(nn.Module):
@@ -73,11 +75,22 @@ class TextConditioner(nn.Module):
         self.contrastive_generator = settings["generator"]
         if not self.contrastive_temperature > 0:
             raise ValueError(f"model.text.contrastive.temperature={self.contrastive_temperature} must be > 0")
-        words = _settings("word_prediction", word_prediction, {"text": 0.0, "image": 0.0})
+        words = dict(word_prediction or {})
+        self.image_word_target = str(words.pop("image_target", "caption"))
+        if self.image_word_target not in IMAGE_WORD_TARGETS:
+            raise ValueError(f"model.text.word_prediction.image_target={self.image_word_target!r}: choose one of "
+                             f"{', '.join(IMAGE_WORD_TARGETS)}")
+        words = _settings("word_prediction", words, {"text": 0.0, "image": 0.0})
         self.text_words_weight, self.image_words_weight = words["text"], words["image"]
         dim, vocabulary = self.encoder.output_dim, self.encoder.vocab_size - len(SPECIAL_TOKENS)
         self.text_words = nn.Linear(dim, vocabulary) if self.text_words_weight > 0 else None
         self.image_words = nn.Linear(dim, vocabulary) if self.image_words_weight > 0 else None
+        if self.image_words is not None and self.image_word_target == "real":
+            # decayed sums of the head's probability on real faces, and of their counts, per word:
+            # row 0 over captions without the word, row 1 over captions with it (saved, so a resumed
+            # run goes on with the same targets)
+            self.register_buffer("real_word_sums", torch.zeros(2, vocabulary))
+            self.register_buffer("real_word_counts", torch.zeros(2, vocabulary))
 
     @property
     def output_dim(self) -> int:
@@ -148,16 +161,44 @@ class TextConditioner(nn.Module):
                 image_embedding, conditions["text_embedding"], self.contrastive_temperature,
                 conditions.get("same_caption"))
         if self.image_words is not None:
-            terms["image_words"] = self.image_words_weight * word_prediction_loss(
-                self.image_words(image_embedding), conditions["caption"], len(SPECIAL_TOKENS))
+            logits = self.image_words(image_embedding)
+            present = caption_words(conditions["caption"], len(SPECIAL_TOKENS), logits.shape[1])
+            if self.image_word_target == "real":
+                if fakes:
+                    present = self.real_word_rates(present)
+                else:
+                    self.track_real_words(logits.detach(), present)
+            terms["image_words"] = self.image_words_weight * word_prediction_loss(logits, present)
         return terms
+
+    @torch.no_grad()
+    def track_real_words(self, logits: Tensor, present: Tensor) -> None:
+        """Adds a batch of real faces to the decayed rates at which the image head reads each word
+        on them, apart for captions with and without the word. (Under DDP each process keeps its
+        own rates from its own faces.)"""
+        probability, present = logits.float().sigmoid(), present.float()
+        masks = torch.stack([1.0 - present, present])  # (2, B, W)
+        self.real_word_sums.mul_(REAL_WORD_DECAY).add_((masks * probability).sum(1))
+        self.real_word_counts.mul_(REAL_WORD_DECAY).add_(masks.sum(1))
+
+    def real_word_rates(self, present: Tensor) -> Tensor:
+        """``image_target=real``: the generator's word targets. A word its caption holds is to be
+        read on the fake as often as on real faces whose captions hold it, and one it lacks as
+        often as on real faces whose captions lack it; not with certainty, which rewards drawing
+        every mentioned word more strongly than real faces show it. Words not yet seen on real
+        faces in a row keep the caption's 0 or 1."""
+        seen = self.real_word_counts > 0
+        rates = torch.where(seen, self.real_word_sums / self.real_word_counts.clamp_min(1e-12),
+                            torch.arange(2, device=seen.device, dtype=torch.float32)[:, None])
+        return torch.where(present.bool(), rates[1], rates[0])
 
     def caption_terms(self, conditions: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """The terms read from the caption embedding alone (the text's word prediction)."""
         if self.text_words is None:
             return {}
-        return {"text_words": self.text_words_weight * word_prediction_loss(
-            self.text_words(conditions["text_embedding"]), conditions["caption"], len(SPECIAL_TOKENS))}
+        logits = self.text_words(conditions["text_embedding"])
+        present = caption_words(conditions["caption"], len(SPECIAL_TOKENS), logits.shape[1])
+        return {"text_words": self.text_words_weight * word_prediction_loss(logits, present)}
 
 
 def _settings(name: str, given: Mapping[str, float] | None, defaults: dict[str, float]) -> dict[str, float]:
