@@ -194,20 +194,27 @@ def test_image_words_real_target_tracks_real_faces_and_asks_fakes_for_their_rate
     logits = torch.zeros(3, words)
     logits[:, 0] = torch.tensor([2.0, 0.0, -1.0])
     text.track_real_words(logits, present)
-    rates = text.real_word_rates(torch.ones(1, words)), text.real_word_rates(torch.zeros(1, words))
     sig = torch.sigmoid(torch.tensor([2.0, 0.0, -1.0]))
-    assert rates[0][0, 0].item() == pytest.approx(((sig[0] + sig[1]) / 2).item())  # with the word: its two faces
-    assert rates[1][0, 0].item() == pytest.approx(sig[2].item())  # without it: the third
-    assert rates[0][0, 10].item() == 1.0 and rates[1][0, 1].item() == pytest.approx(0.5)  # word 10 never seen: 1
+    with_word = ((sig[0] + sig[1]) / 2).item()  # rate on its two faces with the word; the third lacks it
+
+    def targets(probability: float, present: float) -> torch.Tensor:
+        return text.real_word_targets(torch.full((1, words), torch.tensor(probability).logit().item()),
+                                      torch.full((1, words), present))[0]
+
+    assert targets(0.5, 1.0)[0].item() == pytest.approx(with_word)  # asked up to the rate ...
+    assert targets(0.99, 1.0)[0].item() == pytest.approx(0.99)  # ... and no further: left where it is
+    assert targets(0.9, 0.0)[0].item() == pytest.approx(sig[2].item())  # lacked: pushed down to its rate
+    assert targets(0.1, 0.0)[0].item() == pytest.approx(0.1)
+    assert targets(0.5, 1.0)[10].item() == 1.0 and targets(0.5, 0.0)[1].item() == pytest.approx(0.5)  # 10: unseen
     # a second batch joins the first at weight 1 against the first's 0.99
     text.track_real_words(torch.full((1, words), 50.0), torch.ones(1, words))
     expected = (0.99 * (sig[0] + sig[1]) + 1.0) / (0.99 * 2 + 1)
-    assert text.real_word_rates(torch.ones(1, words))[0, 0].item() == pytest.approx(expected.item())
+    assert targets(0.5, 1.0)[0].item() == pytest.approx(expected.item())
     assert {"real_word_sums", "real_word_counts"} <= set(text.state_dict())  # resumed runs keep the rates
 
     # a fake's word logit, trained by the generator's term alone: the real target stops at real
     # faces' rate, the caption's target (1) drives it on towards certainty
-    rate = text.real_word_rates(torch.ones(1, words))[0, 0].item()
+    rate = expected.item()
     for target, runs_away in (("real", False), ("caption", True)):
         head = TextConditioner(VOCAB, word_prediction={"image": 1.0, "image_target": target})
         head.load_state_dict(text.state_dict(), strict=False)
@@ -219,7 +226,7 @@ def test_image_words_real_target_tracks_real_faces_and_asks_fakes_for_their_rate
             head.image_terms(fake, conditions, fakes=True)["image_words"].backward()
             optimizer.step()
         probability = torch.sigmoid(head.image_words(fake))[0, 0].item()
-        assert (probability > 0.95) if runs_away else probability == pytest.approx(rate, abs=0.01)  # rate: 0.79
+        assert (probability > 0.95) if runs_away else probability == pytest.approx(rate, abs=0.01)  # rate: 0.82
 
 
 def test_image_words_real_target_learns_rates_in_the_critic_step_and_uses_them_in_the_generator_step():

@@ -165,7 +165,7 @@ class TextConditioner(nn.Module):
             present = caption_words(conditions["caption"], len(SPECIAL_TOKENS), logits.shape[1])
             if self.image_word_target == "real":
                 if fakes:
-                    present = self.real_word_rates(present)
+                    present = self.real_word_targets(logits.detach(), present)
                 else:
                     self.track_real_words(logits.detach(), present)
             terms["image_words"] = self.image_words_weight * word_prediction_loss(logits, present)
@@ -181,16 +181,19 @@ class TextConditioner(nn.Module):
         self.real_word_sums.mul_(REAL_WORD_DECAY).add_((masks * probability).sum(1))
         self.real_word_counts.mul_(REAL_WORD_DECAY).add_(masks.sum(1))
 
-    def real_word_rates(self, present: Tensor) -> Tensor:
-        """``image_target=real``: the generator's word targets. A word its caption holds is to be
-        read on the fake as often as on real faces whose captions hold it, and one it lacks as
-        often as on real faces whose captions lack it; not with certainty, which rewards drawing
-        every mentioned word more strongly than real faces show it. Words not yet seen on real
-        faces in a row keep the caption's 0 or 1."""
+    def real_word_targets(self, logits: Tensor, present: Tensor) -> Tensor:
+        """``image_target=real``: the generator's word targets for fakes with word ``logits``. A
+        word its caption holds is asked for until the fake shows it as often as real faces whose
+        captions hold it, and one it lacks is pushed down only while shown more often than on real
+        faces whose captions lack it. Never with certainty (which rewards drawing every mentioned
+        word more strongly than real faces do), and a fake beyond the real rate is left where it is
+        (a target at the rate itself pulled clear faces back to ambiguous ones: experiments/results/
+        real_faces.md). Words not yet seen on real faces in a row keep the caption's 0 or 1."""
         seen = self.real_word_counts > 0
         rates = torch.where(seen, self.real_word_sums / self.real_word_counts.clamp_min(1e-12),
                             torch.arange(2, device=seen.device, dtype=torch.float32)[:, None])
-        return torch.where(present.bool(), rates[1], rates[0])
+        probability, present = logits.float().sigmoid(), present.bool()
+        return torch.where(present, torch.maximum(rates[1], probability), torch.minimum(rates[0], probability))
 
     def caption_terms(self, conditions: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """The terms read from the caption embedding alone (the text's word prediction)."""
