@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from t2f.losses import caption_words
 from t2f.modules.text import TextConditioner
 from tests.helpers import t2f_module
 
@@ -189,8 +190,7 @@ def test_image_words_real_target_tracks_real_faces_and_asks_fakes_for_their_rate
     text = TextConditioner(VOCAB, word_prediction={"image": 1.0, "image_target": "real"})
     first, words = 4, VOCAB - 4
     captions = torch.tensor([[4, 5, 0], [4, 6, 0], [7, 0, 0]])  # word 0 (id 4) in two captions, word 3 in one
-    present = torch.zeros(3, words).scatter(1, captions.clamp_min(first) - first, 1.0)
-    present[:, 0] = torch.tensor([1.0, 1.0, 0.0])  # padding mapped onto word 0 above: set it by hand
+    present = caption_words(captions, first, words)
     logits = torch.zeros(3, words)
     logits[:, 0] = torch.tensor([2.0, 0.0, -1.0])
     text.track_real_words(logits, present)
