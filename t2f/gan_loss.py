@@ -151,7 +151,8 @@ class GANLoss:
         real_scores = d.head(real_features, condition)
         if on_real_scores is not None:
             on_real_scores(real_scores.detach())
-        fake_scores = players.score(fake.detach(), condition)
+        fake_features = players.features(fake.detach())
+        fake_scores = d.head(fake_features, condition)
         real_term = REAL_TERMS[self.name](real_scores).mean()
         fake_term = FAKE_TERMS[self.name](fake_scores).mean()
         mismatched = None if text is None else text.mismatched(conditions)
@@ -171,6 +172,8 @@ class GANLoss:
         if text is not None:
             if text.reads_image_embedding:
                 parts.update(text.image_terms(d.embed(real_features), conditions))
+            if text.reads_fake_embedding:
+                parts.update(text.fake_image_terms(d.embed(fake_features), conditions))
             parts.update(text.caption_terms(conditions))
         return sum(parts.values()), parts
 

@@ -245,6 +245,87 @@ def test_image_words_real_target_learns_rates_in_the_critic_step_and_uses_them_i
     assert torch.equal(module.text.real_word_counts, counts)  # fakes never join the real faces' rates
 
 
+def test_image_words_twin_target_is_the_real_heads_loss_minus_the_twins_on_fakes():
+    torch.manual_seed(0)
+    text = TextConditioner(VOCAB, word_prediction={"image": 0.5, "image_target": "twin"})
+    embedding, conditions = torch.randn(3, text.output_dim), {"caption": torch.tensor([[4, 5, 0], [4, 0, 0], [9, 0, 0]])}
+    present = caption_words(conditions["caption"], 4, VOCAB - 4)
+
+    def bce(head: torch.nn.Linear) -> torch.Tensor:  # by hand: summed over words, mean over faces
+        p = head(embedding).sigmoid()
+        return -(present * p.log() + (1 - present) * (1 - p).log()).sum() / 3
+
+    fake = text.image_terms(embedding, conditions, fakes=True)["image_words"]
+    assert fake.item() == pytest.approx(0.5 * (bce(text.image_words) - bce(text.fake_words)).item(), rel=1e-4)
+    assert text.image_terms(embedding, conditions)["image_words"].item() == pytest.approx(  # real faces: as before
+        0.5 * bce(text.image_words).item(), rel=1e-4)
+    assert text.fake_image_terms(embedding, conditions)["image_words_twin"].item() == pytest.approx(
+        0.5 * bce(text.fake_words).item(), rel=1e-4)
+    # a twin that reads the fakes as the real head does: no term, no push
+    text.fake_words.load_state_dict(text.image_words.state_dict())
+    moved = embedding.clone().requires_grad_(True)
+    text.image_terms(moved, conditions, fakes=True)["image_words"].backward()
+    assert moved.grad.abs().max().item() < 1e-6
+    assert TextConditioner(VOCAB, word_prediction={"image": 1.0}).fake_words is None  # caption: no twin
+
+
+def test_image_words_twin_target_draws_a_word_as_real_faces_show_it_where_the_caption_target_overshoots():
+    """A one-number generator: fakes for captions with a word are ``mu`` plus noise along one axis
+    of the image embedding, real faces with it N(1, 1) and without it N(-1, 1). The real head learns
+    from real faces, the twin from fakes, the generator steps on the fakes' word term. With the
+    caption's target (AC-GAN) ``mu`` runs past the real faces; with the twin (TAC-GAN) it stops at them."""
+    final = {}
+    for target in ("caption", "twin"):
+        torch.manual_seed(0)
+        text = TextConditioner(VOCAB, word_prediction={"image": 1.0, "image_target": target})
+        mu = torch.zeros((), requires_grad=True)
+        heads = torch.optim.Adam([p for h in (text.image_words, text.fake_words) if h is not None for p in h.parameters()],
+                                 lr=0.05)
+        generator = torch.optim.Adam([mu], lr=0.02)
+        with_word, without = {"caption": torch.tensor([[4, 0]] * 64)}, {"caption": torch.tensor([[5, 0]] * 64)}
+
+        def faces(mean: torch.Tensor, dim: int = text.output_dim) -> torch.Tensor:
+            axis = torch.zeros(64, dim)
+            axis[:, 0] = mean + torch.randn(64)
+            return axis
+
+        both = {"caption": torch.cat([with_word["caption"], without["caption"]])}
+        for _ in range(600):
+            real = torch.cat([faces(torch.tensor(1.0)), faces(torch.tensor(-1.0))])
+            fake = torch.cat([faces(mu.detach()), faces(torch.tensor(-1.0))])
+            terms = {**text.image_terms(real, both), **text.fake_image_terms(fake, both)}
+            heads.zero_grad()
+            sum(terms.values()).backward()
+            heads.step()
+            generator.zero_grad()
+            text.image_terms(faces(mu), with_word, fakes=True)["image_words"].backward()
+            generator.step()
+        final[target] = mu.item()
+    assert final["caption"] > 2.5  # drawn far more strongly than real faces show it
+    assert final["twin"] == pytest.approx(1.0, abs=0.35)
+
+
+def test_image_words_twin_target_trains_the_twin_on_fakes_in_the_critic_step():
+    torch.manual_seed(0)
+    module = t2f_module(VOCAB, text={"word_prediction": {"image": 1.0, "image_target": "twin"}})
+    batch, players = _batch(), module.players(module.growth)
+    assert any(p is module.text.fake_words.weight for group in _critic_param_groups(module) for p in group["params"])
+    with torch.no_grad():
+        conditions = module.conditions(batch)
+    _, parts = module.loss.critic_loss(players, batch["image"], conditions)
+    parts["image_words_twin"].backward()  # the fakes' words: the twin (and the critic under it) learn them
+    assert module.text.fake_words.weight.grad.abs().sum() > 0 and module.text.image_words.weight.grad is None
+    assert module.discriminator.image_embed.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in module.generator.parameters())  # the critic step's fakes are fixed
+    module.zero_grad(set_to_none=True)
+    parts["image_words"].backward()  # the real faces' words: the real head alone
+    assert module.text.image_words.weight.grad.abs().sum() > 0 and module.text.fake_words.weight.grad is None
+    _, terms = module.loss.generator_loss(players, 8, conditions, torch.device("cpu"))
+    assert "image_words_twin" not in terms
+    terms["image_words"].backward()
+    assert module.generator.generator.to_rgb[1].weight.grad.abs().sum() > 0
+
+
 def test_word_prediction_zero_builds_no_heads_and_bad_settings_are_named():
     module = _module(weight=0.0)
     assert module.text.text_words is None and module.text.image_words is None
@@ -253,7 +334,7 @@ def test_word_prediction_zero_builds_no_heads_and_bad_settings_are_named():
         _module(words=-1.0)
     with pytest.raises(ValueError, match="unknown keys \\['imgae'\\]"):
         TextConditioner(VOCAB, word_prediction={"imgae": 1.0})
-    with pytest.raises(ValueError, match="model.text.word_prediction.image_target='fake': choose one of caption, real"):
+    with pytest.raises(ValueError, match="model.text.word_prediction.image_target='fake': choose one of caption, real, twin"):
         TextConditioner(VOCAB, word_prediction={"image": 1.0, "image_target": "fake"})
 
 

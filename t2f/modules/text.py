@@ -17,7 +17,10 @@ lets the encoder drop the small things (glasses, eye colour, a smile). The optio
 prediction heads say which words a caption contains (bag of words): from the caption
 embedding, so that it keeps every word; and from the critic's image embedding, so that the
 critic learns to see what each word describes on real faces and the generator, scored by the
-same head, must draw it.
+same head, must draw it. Scored against the caption's words that head rewards drawing each
+word more strongly than real faces do (AC-GAN's bias towards faces easy to classify); the
+``twin`` target subtracts a second head trained on the fakes (TAC-GAN), so the term vanishes
+where the fakes carry each word as real faces do.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from t2f.losses import caption_words, contrastive_loss, word_prediction_loss
 from t2f.nets.text_encoder import TextEncoder
 
 MISMATCH_MODES = ("shifted", "nearest", "none")
-IMAGE_WORD_TARGETS = ("caption", "real")
+IMAGE_WORD_TARGETS = ("caption", "real", "twin")
 REAL_WORD_DECAY = 0.99  # per critic step: the real faces' word rates follow about the last 100 batches
 
 
@@ -91,6 +94,10 @@ class TextConditioner(nn.Module):
             # run goes on with the same targets)
             self.register_buffer("real_word_sums", torch.zeros(2, vocabulary))
             self.register_buffer("real_word_counts", torch.zeros(2, vocabulary))
+        # TAC-GAN's twin: the same head trained on the generator's faces, whose reading of each word
+        # the generator's term subtracts, so drawing a word more strongly than real faces do no
+        # longer pays
+        self.fake_words = nn.Linear(dim, vocabulary) if self.reads_fake_embedding else None
 
     @property
     def output_dim(self) -> int:
@@ -102,10 +109,16 @@ class TextConditioner(nn.Module):
         """Whether a term reads the critic's image embedding (its ``embed_dim`` must then be set)."""
         return self.contrastive_weight > 0 or self.image_words is not None
 
+    @property
+    def reads_fake_embedding(self) -> bool:
+        """Whether the critic step also needs the critic's image embedding of the fakes (the twin head)."""
+        return self.image_words is not None and self.image_word_target == "twin"
+
     def param_groups(self, critic: list[nn.Parameter]) -> list[dict[str, Any]]:
         """The critic optimizer's groups: the critic with the image-word head, and the encoder with
         the text-word head at ``lr_scale`` of the critic's rate."""
-        critic = list(critic) + (list(self.image_words.parameters()) if self.image_words is not None else [])
+        heads = [head for head in (self.image_words, self.fake_words) if head is not None]
+        critic = list(critic) + [p for head in heads for p in head.parameters()]
         text = list(self.encoder.parameters())
         if self.text_words is not None:
             text += list(self.text_words.parameters())
@@ -168,8 +181,22 @@ class TextConditioner(nn.Module):
                     present = self.real_word_targets(logits.detach(), present)
                 else:
                     self.track_real_words(logits.detach(), present)
-            terms["image_words"] = self.image_words_weight * word_prediction_loss(logits, present)
+            loss = word_prediction_loss(logits, present)
+            if fakes and self.fake_words is not None:
+                loss = loss - word_prediction_loss(self.fake_words(image_embedding), present)
+            terms["image_words"] = self.image_words_weight * loss
         return terms
+
+    def fake_image_terms(self, image_embedding: Tensor, conditions: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The critic step's term on the fakes' image embedding: ``image_target=twin`` trains the
+        twin head to read the words of the fakes' captions from them (TAC-GAN). The generator's
+        word term is the real head's loss minus the twin's: it vanishes where the fakes carry each
+        word as real faces do, so unlike ``caption`` it stops rewarding a caricature."""
+        if self.fake_words is None:
+            return {}
+        logits = self.fake_words(image_embedding)
+        present = caption_words(conditions["caption"], len(SPECIAL_TOKENS), logits.shape[1])
+        return {"image_words_twin": self.image_words_weight * word_prediction_loss(logits, present)}
 
     @torch.no_grad()
     def track_real_words(self, logits: Tensor, present: Tensor) -> None:
