@@ -163,6 +163,7 @@ class ToyText:
         self._mismatched, self._image_terms = mismatched, image_terms
         self.mismatch_weight = mismatch_weight
         self.reads_image_embedding = image_terms is not None
+        self.reads_fake_embedding = False
 
     def mismatched(self, conditions):
         return self._mismatched
