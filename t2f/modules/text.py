@@ -115,7 +115,7 @@ class TextConditioner(nn.Module):
         return self.image_words is not None and self.image_word_target == "twin"
 
     def param_groups(self, critic: list[nn.Parameter]) -> list[dict[str, Any]]:
-        """The critic optimizer's groups: the critic with the image-word head, and the encoder with
+        """The critic optimizer's groups: the critic with the image-word heads (and the twin), and the encoder with
         the text-word head at ``lr_scale`` of the critic's rate."""
         heads = [head for head in (self.image_words, self.fake_words) if head is not None]
         critic = list(critic) + [p for head in heads for p in head.parameters()]
