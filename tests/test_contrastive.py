@@ -279,17 +279,16 @@ def test_image_words_twin_target_draws_a_word_as_real_faces_show_it_where_the_ca
         torch.manual_seed(0)
         text = TextConditioner(VOCAB, word_prediction={"image": 1.0, "image_target": target})
         mu = torch.zeros((), requires_grad=True)
-        heads = torch.optim.Adam([p for h in (text.image_words, text.fake_words) if h is not None for p in h.parameters()],
-                                 lr=0.05)
+        heads = torch.optim.Adam(text.param_groups([])[0]["params"], lr=0.05)  # the word head and its twin
         generator = torch.optim.Adam([mu], lr=0.02)
-        with_word, without = {"caption": torch.tensor([[4, 0]] * 64)}, {"caption": torch.tensor([[5, 0]] * 64)}
+        with_word = {"caption": torch.tensor([[4, 0]] * 64)}
+        both = {"caption": torch.tensor([[4, 0]] * 64 + [[5, 0]] * 64)}  # the first 64 with the word, the rest without
 
         def faces(mean: torch.Tensor, dim: int = text.output_dim) -> torch.Tensor:
             axis = torch.zeros(64, dim)
             axis[:, 0] = mean + torch.randn(64)
             return axis
 
-        both = {"caption": torch.cat([with_word["caption"], without["caption"]])}
         for _ in range(600):
             real = torch.cat([faces(torch.tensor(1.0)), faces(torch.tensor(-1.0))])
             fake = torch.cat([faces(mu.detach()), faces(torch.tensor(-1.0))])

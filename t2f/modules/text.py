@@ -115,8 +115,8 @@ class TextConditioner(nn.Module):
         return self.image_words is not None and self.image_word_target == "twin"
 
     def param_groups(self, critic: list[nn.Parameter]) -> list[dict[str, Any]]:
-        """The critic optimizer's groups: the critic with the image-word heads (and the twin), and the encoder with
-        the text-word head at ``lr_scale`` of the critic's rate."""
+        """The critic optimizer's groups: the critic with the image-word head (and its twin), and the
+        encoder with the text-word head at ``lr_scale`` of the critic's rate."""
         heads = [head for head in (self.image_words, self.fake_words) if head is not None]
         critic = list(critic) + [p for head in heads for p in head.parameters()]
         text = list(self.encoder.parameters())
@@ -175,7 +175,7 @@ class TextConditioner(nn.Module):
                 conditions.get("same_caption"))
         if self.image_words is not None:
             logits = self.image_words(image_embedding)
-            present = caption_words(conditions["caption"], len(SPECIAL_TOKENS), logits.shape[1])
+            present = self.batch_words(conditions, logits)
             if self.image_word_target == "real":
                 if fakes:
                     present = self.real_word_targets(logits.detach(), present)
@@ -195,7 +195,7 @@ class TextConditioner(nn.Module):
         if self.fake_words is None:
             return {}
         logits = self.fake_words(image_embedding)
-        present = caption_words(conditions["caption"], len(SPECIAL_TOKENS), logits.shape[1])
+        present = self.batch_words(conditions, logits)
         return {"image_words_twin": self.image_words_weight * word_prediction_loss(logits, present)}
 
     @torch.no_grad()
@@ -222,12 +222,17 @@ class TextConditioner(nn.Module):
         probability, present = logits.float().sigmoid(), present.bool()
         return torch.where(present, torch.maximum(rates[1], probability), torch.minimum(rates[0], probability))
 
+    @staticmethod
+    def batch_words(conditions: Mapping[str, Tensor], logits: Tensor) -> Tensor:
+        """The 0/1 words of the batch's captions, in the columns of a word head's ``logits``."""
+        return caption_words(conditions["caption"], len(SPECIAL_TOKENS), logits.shape[1])
+
     def caption_terms(self, conditions: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """The terms read from the caption embedding alone (the text's word prediction)."""
         if self.text_words is None:
             return {}
         logits = self.text_words(conditions["text_embedding"])
-        present = caption_words(conditions["caption"], len(SPECIAL_TOKENS), logits.shape[1])
+        present = self.batch_words(conditions, logits)
         return {"text_words": self.text_words_weight * word_prediction_loss(logits, present)}
 
 
