@@ -290,27 +290,49 @@ def test_an_interrupted_run_exits_non_zero_and_says_how_to_resume(tmp_path, caps
 
 
 @pytest.mark.slow
-def test_sigterm_to_the_command_exits_143_with_the_resume_line(tmp_path) -> None:
+@pytest.mark.parametrize("to_group", [False, True], ids=["process", "group_with_loader_workers"])
+def test_sigterm_to_the_command_exits_143_with_the_resume_line(tmp_path, to_group) -> None:
+    """SLURM's time limit, scancel, ``timeout`` and systemd signal every process of the job, the
+    loader's workers too: the run still stops after a whole batch and says how to resume."""
     run = tmp_path / "run"
     args = [*TINY, *TINY_MODEL["dcgan"], "model=dcgan", "model.total_kimg=1000", f"hydra.run.dir={run}",
-            f"paths.cache_dir={tmp_path.parent / 't2f-cache'}"]
+            f"paths.cache_dir={tmp_path.parent / 't2f-cache'}", f"dataset.num_workers={2 if to_group else 0}"]
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     with open(tmp_path / "stderr.txt", "w") as stderr:  # a file: a full pipe can never block the run
         proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), *args], cwd=tmp_path, env=env,
-                                stdout=subprocess.DEVNULL, stderr=stderr)
+                                stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=to_group)
         try:
             deadline = time.monotonic() + 120
             while not list((run / "samples").glob("*.png")) and time.monotonic() < deadline:  # the grid at
                 time.sleep(0.2)  # train start: Lightning's SIGTERM handler is installed by then
-            proc.send_signal(signal.SIGTERM)
+            time.sleep(1.0)  # into the training loop, with the workers feeding it
+            if to_group:
+                assert len(_children(proc.pid)) >= 2, "the loader workers did not start"
+                os.killpg(proc.pid, signal.SIGTERM)
+            else:
+                proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
         finally:
             proc.kill()
     err = (tmp_path / "stderr.txt").read_text()
     assert proc.returncode == 143, err[-2000:]
     assert "Interrupted (SIGTERM) at " in err and "resume with: python run.py " in err
-    assert "Traceback" not in err
-    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert "Traceback" not in err and "killed by signal" not in err
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["t2f"]["images_seen"] % 8 == 0 and ckpt["t2f"]["images_seen"] > 0  # whole batches of 8
+
+
+def _children(pid: int) -> list[int]:
+    """The process ids whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
 
 
 # -- 8. a finished run trains nothing; one run per run directory ---------------------------------

@@ -11,6 +11,7 @@ mid-epoch, reads exactly what the uninterrupted run would have read.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -171,6 +172,16 @@ class SeededItems(Dataset):
             torch.set_rng_state(state)
 
 
+def leave_stops_to_the_main_process(_worker_id: int) -> None:
+    """A loader worker ignores Ctrl-C and SIGTERM. Both often reach the whole process group or job
+    (a terminal's Ctrl-C, SLURM's time limit and scancel, ``timeout``, systemd): a worker that died
+    of SIGTERM made the main process fail inside a step, with a traceback and a checkpoint of half
+    a step, where it should stop after the batch and say how to resume. The main process shuts its
+    workers down, and they exit by themselves when it dies."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 class StreamLoader(DataLoader):
     """The training loader over an :class:`ImageStream`; resumable in Lightning's terms, but it
     resumes by itself (the stream reads the images seen), so the state it saves only names the
@@ -301,6 +312,7 @@ class FaceDataModule(pl.LightningDataModule):
             pin_memory=self._pin(),
             persistent_workers=self.num_workers > 0,
             collate_fn=collate_faces,
+            worker_init_fn=leave_stops_to_the_main_process,
             # the workers' base seed is drawn from this, not from training's generator
             generator=torch.Generator().manual_seed(self._order_seed),
         )
