@@ -1,9 +1,10 @@
 """Issue 16's study on real faces: many training runs side by side, each scored the same way.
 
     python experiments/real_faces_study.py --data /data/celeba --out /tmp/study [--only NAME ...]
-        [--parallel N] [--smoke] [--deadline SECONDS]
+        [--parallel N] [--smoke] [--deadline SECONDS] [--seeds N] [--data-64 ROOT]
 
-Every job in ``JOBS`` trains with ``run.py`` at 32 px on CelebA (``dataset=celeba``) with SWD
+Every job in ``JOBS`` trains with ``run.py`` at 32 px (the ``*_64`` jobs: 64 px, from ``--data-64`` if
+given) on CelebA (``dataset=celeba``) with SWD
 logged every 20 kimg (``metrics=swd``: the SWD-against-kimg curves, 2,048 training images), then
 its last checkpoint is scored by ``python -m t2f.evaluate`` (2,000 samples of the EMA generator;
 T2F models also get ``alignment`` and ``diversity``; the 1,000-image runs are scored against the
@@ -36,7 +37,7 @@ STYLEGAN_300 = "model.schedule.kimg.32=220"  # 15 + 25 + 40 + 220 kimg: 300 in a
 # StyleGAN grown fast: 4 + 8 + 12 kimg below 32 px, then 96 at 32 px (120 in all)
 FAST = ["model.schedule.kimg.4=4", "model.schedule.kimg.8=8", "model.schedule.kimg.16=12", "model.schedule.kimg.32=96"]
 # the StyleGAN runs recorded in experiments/results/real_faces.md before its default became 0.005
-PAPER_LR = ["model.optimizer_g.lr=0.001", "model.optimizer_d.lr=0.001"]
+PAPER_LR = ["model.schedule.lr=0.001"]  # both networks, every resolution
 NS_R1 = ["model.loss.name=nonsaturating", "model.loss.r1_gamma=1"]
 WIDE = ["model.generator.fmap_base=2048", "model.discriminator.fmap_base=2048",  # 128 channels at every
         "model.generator.fmap_max=128", "model.discriminator.fmap_max=128"]  # resolution up to 32 px
@@ -54,16 +55,18 @@ SG_FORMER = [*SG_GROWN, *FORMER_WIDTHS]  # and at its former widths
 # StyleGAN without growth at DCGAN's size for 300 kimg (model=stylegan's defaults since, but for the length)
 SG_FLAT_BIG = ["model=stylegan", *FLAT, "model.schedule.kimg.32=300", *DCGAN_SIZE]
 NS_R1_10 = ["model.loss.name=nonsaturating", "model.loss.r1_gamma=10"]
-HALF_LR = ["model.optimizer_g.lr=0.0025", "model.optimizer_d.lr=0.0025"]
+HALF_LR = ["model.schedule.lr=0.0025"]
 T2F_REAL_FLAT = [*T2F_REAL, *FLAT, "model.schedule.kimg.32=114"]  # experiment=t2f_celeba32 but its contrastive weight (5 here) and mismatches (nearest here)
 SUBSET = ["+dataset.max_images=1000", "model.total_kimg=200"]
 AUGMENT = "model.augment.policy=[color,translation,cutout]"
+# experiment=t2f_celeba32 with TAC-GAN's twin word head and contrastive weight 0.25 (the weight of the head per job)
+TWIN = ["experiment=t2f_celeba32", "model.text.word_prediction.image_target=twin", "model.text.contrastive.weight=0.25"]
 
 # name -> (overrides, evaluation metrics, real split of the evaluation)
 JOBS: dict[str, tuple[list[str], str, str]] = {
     "dcgan": (["model=dcgan", "model.total_kimg=300"], "[swd]", "train"),
     "stylegan": ([*SG_FORMER, *PAPER_LR, STYLEGAN_300], "[swd]", "train"),
-    "stylegan_lr": ([*SG_FORMER, STYLEGAN_300, "model.schedule.lr={4:0.005,32:0.002}"], "[swd]", "train"),
+    "stylegan_lr": ([*SG_FORMER, STYLEGAN_300, "+model.schedule.lr.32=0.002"], "[swd]", "train"),
     "stylegan_ns_r1": ([*SG_FORMER, *PAPER_LR, STYLEGAN_300, *NS_R1_10], "[swd]", "train"),
     "stylegan_ns_r1_lr": ([*SG_FORMER, STYLEGAN_300, *NS_R1_10,
                            "model.schedule.lr=0.002", "model.schedule.batch_size=32"], "[swd]", "train"),
@@ -114,6 +117,22 @@ JOBS: dict[str, tuple[list[str], str, str]] = {
                    "[swd,alignment,diversity]", "train"),
     "t2f_ms1_lr": (["model=t2f", "model.loss.mode_seeking=1", "model.schedule.lr.4=0.005", "model.schedule.lr.32=0.002"],
                    "[swd,alignment,diversity]", "train"),
+    # issue 16's remaining T2F runs at 32 px (twin word head, experiment=t2f_celeba32's budget and longer)
+    "t2f_preset": (["experiment=t2f_celeba32"], "[swd,alignment,diversity]", "train"),
+    "t2f_preset_300": (["experiment=t2f_celeba32", "model.schedule.kimg=300"], "[swd,alignment,diversity]", "train"),
+    "t2f_twin2_c025": ([*TWIN, "model.text.word_prediction.image=2"], "[swd,alignment,diversity]", "train"),
+    "t2f_twin1_c025_seed1": ([*TWIN, "model.text.word_prediction.image=1", "seed=1"],
+                             "[swd,alignment,diversity]", "train"),
+    "t2f_twin3_c025_seed1": ([*TWIN, "model.text.word_prediction.image=3", "seed=1"],
+                             "[swd,alignment,diversity]", "train"),
+    # 64 px (no growth, each model's defaults otherwise); the *_lr005 jobs are the 0.005 that collapsed
+    # there before 64 px got 0.002 (README, "64 px")
+    "dcgan_64": (["model=dcgan", "dataset.resolution=64", "model.total_kimg=200"], "[swd]", "train"),
+    "stylegan_64": (["model=stylegan", "dataset.resolution=64"], "[swd]", "train"),
+    "stylegan_64_lr005": (["model=stylegan", "dataset.resolution=64", "model.schedule.lr=0.005"], "[swd]", "train"),
+    "t2f_64": (["experiment=t2f_celeba32", "dataset.resolution=64"], "[swd,alignment,diversity]", "train"),
+    "t2f_64_lr005": (["experiment=t2f_celeba32", "dataset.resolution=64", "model.schedule.lr.64=0.005"],
+                     "[swd,alignment,diversity]", "train"),
     "dcgan_1k": (["model=dcgan", *SUBSET], "[swd]", "val"),
     "dcgan_1k_diffaug": (["model=dcgan", *SUBSET, AUGMENT], "[swd]", "val"),
     "dcgan_1k_ada": (["model=dcgan", *SUBSET, AUGMENT, "model.augment.ada_target=0.6"], "[swd]", "val"),
@@ -126,7 +145,7 @@ SMOKE = ["dataset.resolution=16", "metrics.every_kimg=0.05", "metrics.num_sample
 def smoke_length(overrides: list[str]) -> list[str]:
     """A few batches: DCGAN by total_kimg, progressive models by their per-stage kimg (runs without
     growth start at the smoke resolution, 16 px)."""
-    progressive = any(o in ("model=stylegan", "model=t2f") for o in overrides)
+    progressive = any(o in ("model=stylegan", "model=t2f") or o.startswith("experiment=t2f") for o in overrides)
     flat = any(o.startswith("model.schedule.start_resolution") for o in overrides)
     kept = [o for o in overrides if not o.startswith(("model.total_kimg", "model.schedule.kimg",
                                                       "model.schedule.start_resolution"))]
@@ -152,11 +171,21 @@ def train_until(args: list[str], log_path: Path, env: dict, deadline: float | No
             return -15
 
 
-def run_job(name: str, data: str, out: Path, smoke: bool, deadline: float | None = None) -> dict:
+def resolution(overrides: list[str]) -> int:
+    """The job's ``dataset.resolution`` (32 unless it names another)."""
+    named = [o.split("=", 1)[1] for o in overrides if o.startswith("dataset.resolution=")]
+    return int(named[-1]) if named else 32
+
+
+def run_job(name: str, data: dict[int, str], out: Path, smoke: bool, deadline: float | None = None,
+            seeds: int = 1) -> dict:
     overrides, metrics, split = JOBS[name]
     job = out / name
     job.mkdir(parents=True, exist_ok=True)
-    train_args = ["dataset=celeba", f"dataset.root={data}", "dataset.resolution=32", "dataset.num_workers=1",
+    res = resolution(overrides)
+    overrides = [o for o in overrides if not o.startswith("dataset.resolution=")]
+    train_args = ["dataset=celeba", f"dataset.root={data.get(res, data[32])}", f"dataset.resolution={res}",
+                  "dataset.num_workers=1",
                   "logger=csv", "print_config=false", f"hydra.run.dir={job / 'run'}",
                   "callbacks.progress_bar.refresh_rate=500", "callbacks.samples.every_kimg=50",
                   *overrides, *CURVE]
@@ -174,7 +203,7 @@ def run_job(name: str, data: str, out: Path, smoke: bool, deadline: float | None
     n = 64 if smoke else 2000
     real = 64 if smoke else (500 if split == "val" else 2000)
     eval_args = [f"ckpt={ckpt}", f"metrics={metrics}", f"num_samples={n}", f"num_real={real}",
-                 f"metrics.real_split={split}", f"out={job / 'eval.json'}"]
+                 f"metrics.real_split={split}", f"seeds={seeds}", f"out={job / 'eval.json'}"]
     with open(job / "eval.log", "w") as log:
         result["eval_rc"] = subprocess.call([sys.executable, "-m", "t2f.evaluate", *eval_args], cwd=REPO,
                                             env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -226,7 +255,10 @@ def table(results: list[dict]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="the CelebA root (official layout)")
+    parser.add_argument("--data-64", default=None,
+                        help="the CelebA root for the 64 px jobs (default --data), e.g. a copy resized to 64 px")
     parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--seeds", type=int, default=1, help="sampling seeds of each evaluation (mean ± std)")
     parser.add_argument("--only", nargs="*", default=None, choices=sorted(JOBS))
     parser.add_argument("--parallel", type=int, default=len(JOBS))
     parser.add_argument("--smoke", action="store_true", help="a few batches per job at 16 px")
@@ -237,7 +269,8 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
         deadline = None if args.deadline is None else time.time() + args.deadline
-        results = list(pool.map(lambda n: run_job(n, args.data, args.out, args.smoke, deadline), names))
+        data = {32: args.data, 64: args.data_64 or args.data}
+        results = list(pool.map(lambda n: run_job(n, data, args.out, args.smoke, deadline, args.seeds), names))
     summary = {"command": " ".join(sys.argv), "results": results}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     text = table(results)

@@ -48,8 +48,8 @@ def _conditions(module) -> dict:
 
 
 def test_progressive_defaults_at_64_and_128_px_fill_the_larger_stages(tmp_path):
-    """The documented defaults: resolutions past 32 px take the 32 px stage's kimg and lr; StyleGAN
-    trains without growth unless asked (its one stage: 120 kimg at 32 px)."""
+    """The documented defaults: resolutions past 32 px take the 32 px stage's kimg, 64 px and up a
+    lower lr; StyleGAN trains without growth unless asked (its one stage: 120 kimg at 32 px)."""
     from omegaconf import OmegaConf
 
     from t2f.conf import CONFIG_DIR
@@ -60,11 +60,14 @@ def test_progressive_defaults_at_64_and_128_px_fill_the_larger_stages(tmp_path):
         del schedule["_target_"], schedule["max_resolution"]
     at128 = ProgressiveSchedule(128, **t2f)
     assert at128.kimg_per_stage == [6, 12, 24, 72, 72, 72]
-    assert at128.learning_rates == [0.01, 0.01, 0.01, 0.005, 0.005, 0.005] and at128.batch_sizes == [32] * 6
+    # 64 px and up at 0.002: at 0.005 CelebA 64 px runs collapsed (README, "64 px")
+    assert at128.learning_rates == [0.01, 0.01, 0.01, 0.005, 0.002, 0.002] and at128.batch_sizes == [32] * 6
     assert ProgressiveSchedule(32, **t2f).total_kimg == 114  # the default run, unchanged
     stylegan = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "model" / "stylegan.yaml").schedule)
     del stylegan["_target_"], stylegan["max_resolution"], stylegan["start_resolution"]
-    assert ProgressiveSchedule(64, start_resolution=4, **stylegan).kimg_per_stage == [15, 25, 40, 120, 120]
+    grown = ProgressiveSchedule(64, start_resolution=4, **stylegan)
+    assert grown.kimg_per_stage == [15, 25, 40, 120, 120]
+    assert grown.learning_rates == [0.005, 0.005, 0.005, 0.005, 0.002]
     composed = compose_config(tmp_path, ["dataset.resolution=32"], model="stylegan", tiny=False).model.schedule
     assert composed.start_resolution == 32
     assert ProgressiveSchedule(32, start_resolution=32, **stylegan).total_kimg == 120
