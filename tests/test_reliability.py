@@ -303,9 +303,11 @@ def test_sigterm_to_the_command_exits_143_with_the_resume_line(tmp_path, to_grou
                                 stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=to_group)
         try:
             deadline = time.monotonic() + 120
-            while not list((run / "samples").glob("*.png")) and time.monotonic() < deadline:  # the grid at
-                time.sleep(0.2)  # train start: Lightning's SIGTERM handler is installed by then
-            time.sleep(1.0)  # into the training loop, with the workers feeding it
+            # the grid at train start: Lightning's SIGTERM handler is installed by then; with workers,
+            # wait until they feed the loop
+            while time.monotonic() < deadline and not (list((run / "samples").glob("*.png"))
+                                                       and (not to_group or len(_children(proc.pid)) >= 2)):
+                time.sleep(0.2)
             if to_group:
                 assert len(_children(proc.pid)) >= 2, "the loader workers did not start"
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -318,12 +320,13 @@ def test_sigterm_to_the_command_exits_143_with_the_resume_line(tmp_path, to_grou
     assert proc.returncode == 143, err[-2000:]
     assert "Interrupted (SIGTERM) at " in err and "resume with: python run.py " in err
     assert "Traceback" not in err and "killed by signal" not in err
-    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt["t2f"]["images_seen"] % 8 == 0 and ckpt["t2f"]["images_seen"] > 0  # whole batches of 8
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["t2f"]["images_seen"] > 0
 
 
 def _children(pid: int) -> list[int]:
     """The process ids whose parent is ``pid`` (Linux /proc)."""
+    if not Path("/proc/self/stat").is_file():
+        pytest.skip("needs Linux's /proc to see the loader's workers")
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
