@@ -215,6 +215,8 @@ def run_job(name: str, data: dict[int, str], out: Path, smoke: bool, deadline: f
                             if isinstance(v, dict) and isinstance(v.get("mean"), (int, float))}
     colour = subprocess.run([sys.executable, str(REPO / "experiments" / "colour_noise.py"), str(ckpt), "--json",
                              "--n", "64" if smoke else "512"], cwd=REPO, env=env, capture_output=True, text=True)
+    (job / "colour.log").write_text(colour.stdout + colour.stderr)  # why, when its columns stay empty
+    result["colour_rc"] = colour.returncode
     lines = [line for line in colour.stdout.splitlines() if line.startswith("{")]
     if lines:
         result["colour_noise"] = json.loads(lines[-1])
