@@ -165,6 +165,13 @@ def test_distribution_match_per_attribute_by_hand() -> None:
     assert out["by_attribute_match"][:2].tolist() == pytest.approx([1 - 3 / 12, 1 - 1 / 12])
     assert torch.isnan(out["by_attribute_match"][2]) and torch.isnan(out["by_attribute_shift"][2])
     assert float(out["alignment_match"]) == pytest.approx((1 - 3 / 12 + 1 - 1 / 12) / 2)
+    # each attribute on the score's scale: real 1 - 0 = 1, floor (the reversed order) 1 - KS = 1 - 0 too,
+    # so no attribute is scored there; against a floor 6 of 12 away (1 - KS = 0.5) the shifts score
+    # (0.75 - 0.5) / 0.5 and (11/12 - 0.5) / 0.5
+    assert torch.isnan(out["by_attribute_alignment"]).all()
+    floored = distribution_match(fake, ref, ref, ref + 6.0, min_count=10)
+    assert floored["by_attribute_alignment"][:2].tolist() == pytest.approx([0.5, (11 / 12 - 0.5) / 0.5])
+    assert torch.isnan(floored["by_attribute_alignment"][2])
 
 
 def test_distribution_match_averages_fakes_over_sets_of_the_real_count() -> None:

@@ -25,7 +25,10 @@ mentioned beard sets ``No_Beard`` to 0). Reported:
   attribute, ``alignment_match/<attr>`` is the fakes' ``1 - KS`` and
   ``alignment_shift/<attr>`` the median of their evidence minus the reference's, in logits:
   positive where the fakes show the attribute more strongly than real faces with the same
-  captions (a caricature), negative where they show it less (the caption not followed).
+  captions (a caricature), negative where they show it less (the caption not followed);
+  ``alignment/<attr>`` is the attribute's own score on the same scale (1 as real, 0 as the
+  floor; noisier than the mean, since each attribute has only the faces that mention it), so
+  a gap to 1.0 can be read as a few attributes or all of them.
 - ``alignment_accuracy`` (``/<attr>`` each): per-attribute accuracy of the classifier's
   prediction against the caption's value, averaged over the mentioned attributes, and
   ``alignment_accuracy_real`` for real validation faces with their own captions. It rewards
@@ -236,11 +239,13 @@ def distribution_match(fake: Tensor, reference: Tensor, real: Tensor, floor: Ten
     mean over those sets: each set faces the same sampling noise as the real one (KS grows as the
     count falls), and the mean over all of them is far steadier than one set would be.
     ``by_attribute_match`` and ``by_attribute_shift`` (A,) are the fakes' ``1 - KS`` and median
-    evidence (of those sets together) minus the reference's per attribute, NaN where an attribute
-    was not scored."""
+    evidence (of those sets together) minus the reference's per attribute, and
+    ``by_attribute_alignment`` the attribute's own ``(fake - floor) / (real - floor)``; NaN where an
+    attribute was not scored (or, for the last, where real faces score no better than the floor)."""
     scores: dict[str, list[Tensor]] = {"fake": [], "real": [], "floor": []}
     by_match = torch.full((reference.shape[1],), float("nan"))
     by_shift = torch.full((reference.shape[1],), float("nan"))
+    by_alignment = torch.full((reference.shape[1],), float("nan"))
     for a in range(reference.shape[1]):
         ref, rea, flo, fak = (x[:, a][~torch.isnan(x[:, a])] for x in (reference, real, floor, fake))
         n = len(rea)
@@ -252,7 +257,10 @@ def distribution_match(fake: Tensor, reference: Tensor, real: Tensor, floor: Ten
         scores["floor"].append(1 - ks_distance(flo, ref))
         by_match[a] = scores["fake"][-1]
         by_shift[a] = sets.double().median() - ref.double().median()
-    by_attribute = {"by_attribute_match": by_match, "by_attribute_shift": by_shift}
+        if scores["real"][-1] > scores["floor"][-1]:
+            by_alignment[a] = (by_match[a] - scores["floor"][-1]) / (scores["real"][-1] - scores["floor"][-1])
+    by_attribute = {"by_attribute_match": by_match, "by_attribute_shift": by_shift,
+                    "by_attribute_alignment": by_alignment}
     if not scores["fake"]:
         nan = torch.tensor(float("nan"))
         return {"alignment": nan, "alignment_match": nan, "alignment_match_real": nan, "alignment_match_floor": nan,
@@ -350,10 +358,10 @@ class AlignmentMetric(Metric):
             evidence, index = dim_zero_cat(self.evidence), dim_zero_cat(self.index)
             evidence = evidence[index.argsort(stable=True)].cpu()
             matched = distribution_match(evidence, **self.reference, min_count=self.min_count)
-            for key in ("match", "shift"):
+            for key, prefix in (("match", "alignment_match"), ("shift", "alignment_shift"), ("alignment", "alignment")):
                 for name, value in zip(self.names, matched.pop(f"by_attribute_{key}")):
                     if not torch.isnan(value):
-                        out[f"alignment_{key}/{name}"] = value.float()
+                        out[f"{prefix}/{name}"] = value.float()
             out.update(matched)
         return out
 

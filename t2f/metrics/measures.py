@@ -184,7 +184,8 @@ def measure_alignment(suite: MetricSuite, r: Round) -> Measurement | None:
         **r.fake_options})
     names = ("alignment", "alignment_match", "alignment_match_real", "alignment_match_floor", "alignment_accuracy",
              "r_precision", "r_precision_vs_real",
-             *(f"alignment_{part}/{n}" for part in ("accuracy", "match", "shift") for n in task.names))
+             *(f"alignment_{part}/{n}" for part in ("accuracy", "match", "shift") for n in task.names),
+             *(f"alignment/{n}" for n in task.names))
     protocols: dict[str, Protocol] = {**{name: reported for name in names}, **{name: proto for name in extra}}
     return Measurement(update, lambda: relative_to_real(metric.compute(), extra), protocols)
 

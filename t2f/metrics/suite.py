@@ -24,7 +24,7 @@ The metrics that read the one stream of samples are the measures of :mod:`t2f.me
 
 Results are flat: ``swd`` (x1e3, average over pyramid levels) and ``swd/<res>``; ``fid``,
 ``kid``, ``kid_std``, ``is``, ``is_std``; ``alignment`` (1 = as real faces, 0 = text ignored)
-with ``alignment_match`` (``/<attr>``), ``alignment_shift/<attr>``, ``alignment_match_real``, ``alignment_match_floor``,
+with ``alignment/<attr>``, ``alignment_match`` (``/<attr>``), ``alignment_shift/<attr>``, ``alignment_match_real``, ``alignment_match_floor``,
 ``alignment_accuracy`` (``/<attr>``), ``alignment_accuracy_real``, ``r_precision``,
 ``r_precision_real``, ``r_precision_vs_real``, ``classifier_accuracy`` (t2f.metrics.alignment);
 ``diversity`` (1 = as varied as real faces with the caption's attributes) with
