@@ -59,8 +59,9 @@ def test_experiment_overrides_defaults(tmp_path):
     del schedule["_target_"]
     assert ProgressiveSchedule(**schedule).kimg_per_stage == [160, 80, 40, 20, 10]  # as published
     real = compose_config(tmp_path, ["experiment=t2f_celeba32", "dataset.root=/x"], model="t2f", tiny=False)
-    assert real.model.loss.mode_seeking == 1.0 and real.model.text.word_prediction.image == 0.0
-    assert real.model.text.contrastive.weight == 0.5 and real.model.text.mismatch == "none"
+    assert real.model.loss.mode_seeking == 1.0 and real.model.text.mismatch == "none"
+    words = real.model.text.word_prediction
+    assert words.image == 1.0 and words.image_target == "twin" and real.model.text.contrastive.weight == 0.25
     schedule = {**real.model.schedule}
     del schedule["_target_"]
     flat = ProgressiveSchedule(**schedule)
