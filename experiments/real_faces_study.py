@@ -59,8 +59,11 @@ HALF_LR = ["model.schedule.lr=0.0025"]
 T2F_REAL_FLAT = [*T2F_REAL, *FLAT, "model.schedule.kimg.32=114"]  # experiment=t2f_celeba32 but its contrastive weight (5 here) and mismatches (nearest here)
 SUBSET = ["+dataset.max_images=1000", "model.total_kimg=200"]
 AUGMENT = "model.augment.policy=[color,translation,cutout]"
-# experiment=t2f_celeba32 with TAC-GAN's twin word head and contrastive weight 0.25 (the weight of the head per job)
+# experiment=t2f_celeba32 with TAC-GAN's twin word head and contrastive weight 0.25 (its setting since the
+# fourteenth session, but for the head's weight, set per job)
 TWIN = ["experiment=t2f_celeba32", "model.text.word_prediction.image_target=twin", "model.text.contrastive.weight=0.25"]
+# experiment=t2f_celeba32 before then: no image-side word head, contrastive weight 0.5
+FORMER_PRESET = ["experiment=t2f_celeba32", "model.text.word_prediction.image=0", "model.text.contrastive.weight=0.5"]
 
 # name -> (overrides, evaluation metrics, real split of the evaluation)
 JOBS: dict[str, tuple[list[str], str, str]] = {
@@ -118,8 +121,8 @@ JOBS: dict[str, tuple[list[str], str, str]] = {
     "t2f_ms1_lr": (["model=t2f", "model.loss.mode_seeking=1", "model.schedule.lr.4=0.005", "model.schedule.lr.32=0.002"],
                    "[swd,alignment,diversity]", "train"),
     # issue 16's remaining T2F runs at 32 px (twin word head, experiment=t2f_celeba32's budget and longer)
-    "t2f_preset": (["experiment=t2f_celeba32"], "[swd,alignment,diversity]", "train"),
-    "t2f_preset_300": (["experiment=t2f_celeba32", "model.schedule.kimg=300"], "[swd,alignment,diversity]", "train"),
+    "t2f_former_preset": (FORMER_PRESET, "[swd,alignment,diversity]", "train"),
+    "t2f_former_preset_300": ([*FORMER_PRESET, "model.schedule.kimg=300"], "[swd,alignment,diversity]", "train"),
     "t2f_twin2_c025": ([*TWIN, "model.text.word_prediction.image=2"], "[swd,alignment,diversity]", "train"),
     "t2f_twin1_c025_seed1": ([*TWIN, "model.text.word_prediction.image=1", "seed=1"],
                              "[swd,alignment,diversity]", "train"),
@@ -131,7 +134,7 @@ JOBS: dict[str, tuple[list[str], str, str]] = {
     "stylegan_64": (["model=stylegan", "dataset.resolution=64"], "[swd]", "train"),
     "stylegan_64_lr005": (["model=stylegan", "dataset.resolution=64", "model.schedule.lr=0.005"], "[swd]", "train"),
     "t2f_64": (["experiment=t2f_celeba32", "dataset.resolution=64"], "[swd,alignment,diversity]", "train"),
-    "t2f_64_lr005": (["experiment=t2f_celeba32", "dataset.resolution=64", "model.schedule.lr.64=0.005"],
+    "t2f_64_lr005": ([*FORMER_PRESET, "dataset.resolution=64", "model.schedule.lr.64=0.005"],
                      "[swd,alignment,diversity]", "train"),
     "dcgan_1k": (["model=dcgan", *SUBSET], "[swd]", "val"),
     "dcgan_1k_diffaug": (["model=dcgan", *SUBSET, AUGMENT], "[swd]", "val"),
