@@ -252,13 +252,14 @@ def distribution_match(fake: Tensor, reference: Tensor, real: Tensor, floor: Ten
         if min(len(ref), n, len(flo)) < min_count or len(fak) < min(n, min_count):
             continue
         sets = fak[: len(fak) // n * n].view(-1, n) if len(fak) >= n else fak[None]  # fewer: one set
-        scores["fake"].append(torch.stack([1 - ks_distance(one, ref) for one in sets]).mean())
-        scores["real"].append(1 - ks_distance(rea, ref))
-        scores["floor"].append(1 - ks_distance(flo, ref))
-        by_match[a] = scores["fake"][-1]
+        fake_a = torch.stack([1 - ks_distance(one, ref) for one in sets]).mean()
+        real_a, floor_a = 1 - ks_distance(rea, ref), 1 - ks_distance(flo, ref)
+        for key, value in (("fake", fake_a), ("real", real_a), ("floor", floor_a)):
+            scores[key].append(value)
+        by_match[a] = fake_a
         by_shift[a] = sets.double().median() - ref.double().median()
-        if scores["real"][-1] > scores["floor"][-1]:
-            by_alignment[a] = (by_match[a] - scores["floor"][-1]) / (scores["real"][-1] - scores["floor"][-1])
+        if real_a > floor_a:
+            by_alignment[a] = (fake_a - floor_a) / (real_a - floor_a)
     by_attribute = {"by_attribute_match": by_match, "by_attribute_shift": by_shift,
                     "by_attribute_alignment": by_alignment}
     if not scores["fake"]:
