@@ -170,6 +170,7 @@ class GANLoss:
         if r1_now:
             parts["r1"] = 0.5 * self.r1_gamma * self.r1_interval * r1_penalty(real_scores, real_in)
         if text is not None:
+            text.count_caption_words(conditions)
             if text.reads_image_embedding:
                 parts.update(text.image_terms(d.embed(real_features), conditions))
             if text.reads_fake_embedding:

@@ -121,10 +121,13 @@ def caption_words(captions: Tensor, first_word: int, num_words: int) -> Tensor:
     return present.scatter(1, captions, 1.0)[:, first_word:]
 
 
-def word_prediction_loss(logits: Tensor, targets: Tensor) -> Tensor:
+def word_prediction_loss(logits: Tensor, targets: Tensor, presence_weight: Tensor | None = None) -> Tensor:
     """Binary cross-entropy of the word logits (B, W) against ``targets`` (B, W): the caption's
     words (``caption_words``) or probabilities, summed over the words, mean over the batch; in
-    float32, where probabilities keep their digits."""
-    return F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="sum") / len(logits)
+    float32, where probabilities keep their digits. ``presence_weight`` (W,) scales each word's
+    term for being present (a rare word's few positives can then count as much as its many
+    negatives)."""
+    return F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="sum",
+                                              pos_weight=presence_weight) / len(logits)
 
 

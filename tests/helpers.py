@@ -174,6 +174,9 @@ class ToyText:
     def caption_terms(self, conditions):
         return {}
 
+    def count_caption_words(self, conditions):
+        pass
+
 
 def toy_players(score, fake: torch.Tensor, trunk=None, mismatched=None, image_terms=None,
                 mismatch_weight: float = 0.5):

@@ -3,10 +3,12 @@ generator-step terms that read captions (mode seeking, GAN-INT's interpolated ca
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
-from t2f.losses import caption_words
+from t2f.losses import caption_words, word_prediction_loss
 from t2f.modules.text import TextConditioner
 from tests.helpers import t2f_module
 
@@ -323,6 +325,46 @@ def test_image_words_twin_target_trains_the_twin_on_fakes_in_the_critic_step():
     assert "image_words_twin" not in terms
     terms["image_words"].backward()
     assert module.generator.generator.to_rgb[1].weight.grad.abs().sum() > 0
+
+
+def test_word_balance_weighs_each_words_presence_by_its_odds_of_absence_in_the_captions_counted():
+    text = TextConditioner(VOCAB, word_prediction={"text": 1.0, "balance": 1.0})
+    words = VOCAB - 4
+    # word 0 (id 4) in 3 of 4 captions, word 1 (id 5) in 1 of 4, word 2 (id 6) in none
+    text.count_caption_words({"caption": torch.tensor([[4, 5, 0], [4, 0, 0], [4, 0, 0], [7, 0, 0]])})
+    assert text.captions_counted.item() == 4 and text.caption_word_counts[:3].tolist() == [3.0, 1.0, 0.0]
+    logits, present = torch.zeros(1, words), torch.zeros(1, words)
+    present[0, :3] = 1.0
+    plain = word_prediction_loss(logits, present)
+    # at logit 0 each term is log 2; presence weights 1/3, 3 and 99 (an unseen word stops at rate 0.01)
+    expected = plain + (1 / 3 - 1 + 3 - 1 + 99 - 1) * math.log(2)
+    assert text.word_loss(logits, present).item() == pytest.approx(expected.item(), rel=1e-5)
+    half = TextConditioner(VOCAB, word_prediction={"text": 1.0, "balance": 0.5})
+    half.load_state_dict(text.state_dict())
+    expected = plain + (3 ** -0.5 - 1 + 3 ** 0.5 - 1 + 99 ** 0.5 - 1) * math.log(2)
+    assert half.word_loss(logits, present).item() == pytest.approx(expected.item(), rel=1e-5)
+    off = TextConditioner(VOCAB, word_prediction={"text": 1.0})
+    assert off.word_loss(logits, present).item() == plain.item()
+    assert "caption_word_counts" not in off.state_dict()  # nothing counted, nothing saved
+    with pytest.raises(ValueError, match="model.text.word_prediction.balance=-1.0 must be >= 0"):
+        TextConditioner(VOCAB, word_prediction={"text": 1.0, "balance": -1.0})
+
+
+def test_word_balance_counts_the_real_captions_once_per_critic_step_and_never_the_generators():
+    torch.manual_seed(0)
+    module = t2f_module(VOCAB, text={"word_prediction": {"text": 1.0, "image": 1.0, "image_target": "twin",
+                                                         "balance": 1.0}})
+    batch, players = _batch(), module.players(module.growth)
+    with torch.no_grad():
+        conditions = module.conditions(batch)
+    module.loss.critic_loss(players, batch["image"], conditions)
+    assert module.text.captions_counted.item() == 8
+    assert torch.equal(module.text.caption_word_counts, caption_words(batch["caption"], 4, VOCAB - 4).sum(0))
+    counts = module.text.state_dict()
+    _, terms = module.loss.generator_loss(players, 8, conditions, torch.device("cpu"))
+    terms["image_words"].backward()
+    assert module.generator.generator.to_rgb[1].weight.grad.abs().sum() > 0
+    assert all(torch.equal(counts[k], v) for k, v in module.text.state_dict().items() if "count" in k)
 
 
 def test_word_prediction_zero_builds_no_heads_and_bad_settings_are_named():

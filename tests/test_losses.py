@@ -190,6 +190,11 @@ def test_word_prediction_loss_matches_hand_values():
     # all words absent and predicted absent with certainty: no loss
     none = word_prediction_loss(torch.full((1, 3), -50.0), caption_words(torch.tensor([[2, 3]]), 4, 3))
     assert none.item() == pytest.approx(0.0, abs=1e-12)
+    # a presence weight per word scales only the terms of the words a caption holds
+    weight = torch.tensor([3.0, 0.5, 2.0])
+    row0 = 3.0 * _sp(-2.0) + _sp(0.0) + 2.0 * _sp(1.0)
+    row1 = _sp(0.0) + 0.5 * _sp(-1.0) + _sp(0.0)
+    assert word_prediction_loss(logits, caption_words(captions, 4, 3), weight).item() == pytest.approx((row0 + row1) / 2)
 
 
 def test_trunk_reads_the_real_images_once_for_every_condition_and_the_text_terms():

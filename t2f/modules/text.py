@@ -21,6 +21,11 @@ same head, must draw it. Scored against the caption's words that head rewards dr
 word more strongly than real faces do (AC-GAN's bias towards faces easy to classify); the
 ``twin`` target subtracts a second head trained on the fakes (TAC-GAN), so the term vanishes
 where the fakes carry each word as real faces do.
+
+Summed over the words, a rare word (glasses, a beard: a few percent of captions) is mostly a
+term for its absence, and the critic and generator hear little of it where a caption holds it;
+``word_prediction.balance`` weighs each word's presence by its odds of absence in the captions
+seen so far, raised to that power (1: a word's positives count as much as its negatives).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from t2f.nets.text_encoder import TextEncoder
 MISMATCH_MODES = ("shifted", "nearest", "none")
 IMAGE_WORD_TARGETS = ("caption", "real", "twin")
 REAL_WORD_DECAY = 0.99  # per critic step: the real faces' word rates follow about the last 100 batches
+MIN_WORD_RATE = 0.01  # the balance's presence weight stops at 99 ** balance for rarer (or unseen) words
 
 
 class TextConditioner(nn.Module):
@@ -83,11 +89,17 @@ class TextConditioner(nn.Module):
         if self.image_word_target not in IMAGE_WORD_TARGETS:
             raise ValueError(f"model.text.word_prediction.image_target={self.image_word_target!r}: choose one of "
                              f"{', '.join(IMAGE_WORD_TARGETS)}")
-        words = _settings("word_prediction", words, {"text": 0.0, "image": 0.0})
+        words = _settings("word_prediction", words, {"text": 0.0, "image": 0.0, "balance": 0.0})
         self.text_words_weight, self.image_words_weight = words["text"], words["image"]
+        self.word_balance = words["balance"] if self.text_words_weight > 0 or self.image_words_weight > 0 else 0.0
         dim, vocabulary = self.encoder.output_dim, self.encoder.vocab_size - len(SPECIAL_TOKENS)
         self.text_words = nn.Linear(dim, vocabulary) if self.text_words_weight > 0 else None
         self.image_words = nn.Linear(dim, vocabulary) if self.image_words_weight > 0 else None
+        if self.word_balance > 0:
+            # how many training captions held each word, of how many (saved: a resumed run weighs
+            # the words as before)
+            self.register_buffer("caption_word_counts", torch.zeros(vocabulary))
+            self.register_buffer("captions_counted", torch.zeros(()))
         if self.image_words is not None and self.image_word_target == "real":
             # decayed sums of the head's probability on real faces, and of their counts, per word:
             # row 0 over captions without the word, row 1 over captions with it (saved, so a resumed
@@ -181,9 +193,9 @@ class TextConditioner(nn.Module):
                     present = self.real_word_targets(logits.detach(), present)
                 else:
                     self.track_real_words(logits.detach(), present)
-            loss = word_prediction_loss(logits, present)
+            loss = self.word_loss(logits, present)
             if fakes and self.fake_words is not None:
-                loss = loss - word_prediction_loss(self.fake_words(image_embedding), present)
+                loss = loss - self.word_loss(self.fake_words(image_embedding), present)
             terms["image_words"] = self.image_words_weight * loss
         return terms
 
@@ -196,7 +208,25 @@ class TextConditioner(nn.Module):
             return {}
         logits = self.fake_words(image_embedding)
         present = self.batch_words(conditions, logits)
-        return {"image_words_twin": self.image_words_weight * word_prediction_loss(logits, present)}
+        return {"image_words_twin": self.image_words_weight * self.word_loss(logits, present)}
+
+    @torch.no_grad()
+    def count_caption_words(self, conditions: Mapping[str, Tensor]) -> None:
+        """Adds a training batch's captions to the word counts the balance weighs words by (once
+        per critic step, before its terms; nothing without ``word_prediction.balance``). Under DDP
+        each process counts its own captions."""
+        if self.word_balance > 0:
+            present = caption_words(conditions["caption"], len(SPECIAL_TOKENS), len(self.caption_word_counts))
+            self.caption_word_counts.add_(present.sum(0))
+            self.captions_counted.add_(len(present))
+
+    def word_loss(self, logits: Tensor, present: Tensor) -> Tensor:
+        """A word head's loss, each word's presence weighed by ``balance``: the odds that a caption
+        lacks the word, ``(1 - rate) / rate`` over the captions counted, raised to ``balance``."""
+        if self.word_balance == 0:
+            return word_prediction_loss(logits, present)
+        rate = (self.caption_word_counts / self.captions_counted.clamp_min(1)).clamp(MIN_WORD_RATE, 1.0)
+        return word_prediction_loss(logits, present, ((1 - rate) / rate) ** self.word_balance)
 
     @torch.no_grad()
     def track_real_words(self, logits: Tensor, present: Tensor) -> None:
@@ -233,7 +263,7 @@ class TextConditioner(nn.Module):
             return {}
         logits = self.text_words(conditions["text_embedding"])
         present = self.batch_words(conditions, logits)
-        return {"text_words": self.text_words_weight * word_prediction_loss(logits, present)}
+        return {"text_words": self.text_words_weight * self.word_loss(logits, present)}
 
 
 def _settings(name: str, given: Mapping[str, float] | None, defaults: dict[str, float]) -> dict[str, float]:
