@@ -327,21 +327,33 @@ def test_image_words_twin_target_trains_the_twin_on_fakes_in_the_critic_step():
     assert module.generator.generator.to_rgb[1].weight.grad.abs().sum() > 0
 
 
-def test_word_balance_weighs_each_words_presence_by_its_odds_of_absence_in_the_captions_counted():
+def test_word_balance_moves_weight_from_common_words_to_rare_ones_without_adding_to_it():
     text = TextConditioner(VOCAB, word_prediction={"text": 1.0, "balance": 1.0})
     words = VOCAB - 4
-    # word 0 (id 4) in 3 of 4 captions, word 1 (id 5) in 1 of 4, word 2 (id 6) in none
-    text.count_caption_words({"caption": torch.tensor([[4, 5, 0], [4, 0, 0], [4, 0, 0], [7, 0, 0]])})
-    assert text.captions_counted.item() == 4 and text.caption_word_counts[:3].tolist() == [3.0, 1.0, 0.0]
     logits, present = torch.zeros(1, words), torch.zeros(1, words)
     present[0, :3] = 1.0
     plain = word_prediction_loss(logits, present)
-    # at logit 0 each term is log 2; presence weights 1/3, 3 and 99 (an unseen word stops at rate 0.01)
-    expected = plain + (1 / 3 - 1 + 3 - 1 + 99 - 1) * math.log(2)
+    assert text.word_loss(logits, present).item() == plain.item()  # nothing counted yet: weights of 1
+    # word 0 (id 4) in 2 of 4 captions, word 1 (id 5) in 1 of 4, word 2 (id 6) in none
+    text.count_caption_words({"caption": torch.tensor([[4, 5, 0], [4, 0, 0], [7, 0, 0], [8, 0, 0]])})
+    assert text.captions_counted.item() == 4 and text.caption_word_counts[:3].tolist() == [2.0, 1.0, 0.0]
+    # odds of absence 1, 3 and 100 (an unseen word's rate counts as 0.01), over their mean on the
+    # counted words, (0.5 * 1 + 0.25 * 3 + 0.25 * 3 + 0.25 * 3) / 1.25 = 2.2, words 3 and 4 (ids 7,
+    # 8) being in one caption each
+    mean = (0.5 * 1 + 0.25 * 3 + 0.25 * 3 + 0.25 * 3) / 1.25
+    weights = torch.tensor([1.0, 3.0, 100.0]) / mean
+    # at logit 0 each term is log 2: a present word's term is its weight times log 2
+    expected = plain + (weights - 1).sum() * math.log(2)
     assert text.word_loss(logits, present).item() == pytest.approx(expected.item(), rel=1e-5)
+    # the counted captions' words weigh as much in all as without the balance
+    counted = caption_words(torch.tensor([[4, 5, 0], [4, 0, 0], [7, 0, 0], [8, 0, 0]]), 4, words)
+    assert text.word_loss(torch.full((4, words), -50.0), counted).item() == pytest.approx(
+        word_prediction_loss(torch.full((4, words), -50.0), counted).item(), rel=1e-5)
     half = TextConditioner(VOCAB, word_prediction={"text": 1.0, "balance": 0.5})
     half.load_state_dict(text.state_dict())
-    expected = plain + (3 ** -0.5 - 1 + 3 ** 0.5 - 1 + 99 ** 0.5 - 1) * math.log(2)
+    odds = torch.tensor([1.0, 3.0, 100.0]) ** 0.5
+    weights = odds / ((0.5 * 1 + 3 * 0.25 * 3 ** 0.5) / 1.25)
+    expected = plain + (weights - 1).sum() * math.log(2)
     assert half.word_loss(logits, present).item() == pytest.approx(expected.item(), rel=1e-5)
     off = TextConditioner(VOCAB, word_prediction={"text": 1.0})
     assert off.word_loss(logits, present).item() == plain.item()

@@ -25,7 +25,9 @@ where the fakes carry each word as real faces do.
 Summed over the words, a rare word (glasses, a beard: a few percent of captions) is mostly a
 term for its absence, and the critic and generator hear little of it where a caption holds it;
 ``word_prediction.balance`` weighs each word's presence by its odds of absence in the captions
-seen so far, raised to that power (1: a word's positives count as much as its negatives).
+seen so far, raised to that power, and scales the weights so that a caption's words weigh as much
+in all as before: the balance moves the terms' weight from common words to rare ones without
+adding to it (an added weight, up to 99 on the rarest words, turned the faces to blotches).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from t2f.nets.text_encoder import TextEncoder
 MISMATCH_MODES = ("shifted", "nearest", "none")
 IMAGE_WORD_TARGETS = ("caption", "real", "twin")
 REAL_WORD_DECAY = 0.99  # per critic step: the real faces' word rates follow about the last 100 batches
-MIN_WORD_RATE = 0.01  # the balance's presence weight stops at 99 ** balance for rarer (or unseen) words
+MIN_WORD_RATE = 0.01  # the balance reads rarer (or unseen) words' odds of absence as 100 at most
 
 
 class TextConditioner(nn.Module):
@@ -222,11 +224,16 @@ class TextConditioner(nn.Module):
 
     def word_loss(self, logits: Tensor, present: Tensor) -> Tensor:
         """A word head's loss, each word's presence weighed by ``balance``: the odds that a caption
-        lacks the word, ``(1 - rate) / rate`` over the captions counted, raised to ``balance``."""
+        lacks the word, ``(1 - rate) / rate`` over the captions counted, raised to ``balance`` and
+        scaled so that the counted captions' words have a mean weight of 1."""
         if self.word_balance == 0:
             return word_prediction_loss(logits, present)
-        rate = (self.caption_word_counts / self.captions_counted.clamp_min(1)).clamp(MIN_WORD_RATE, 1.0)
-        return word_prediction_loss(logits, present, ((1 - rate) / rate) ** self.word_balance)
+        rate = self.caption_word_counts / self.captions_counted.clamp_min(1)
+        weight = ((1 - rate) / rate.clamp(MIN_WORD_RATE, 1.0)) ** self.word_balance
+        words = rate.sum()  # words per caption; 0 before any caption is counted: weights of 1
+        mean = (rate * weight).sum() / words.clamp_min(1e-12)
+        weight = torch.where(words > 0, weight / mean.clamp_min(1e-12), torch.ones_like(weight))
+        return word_prediction_loss(logits, present, weight)
 
     @torch.no_grad()
     def track_real_words(self, logits: Tensor, present: Tensor) -> None:
