@@ -61,7 +61,8 @@ SUBSET = ["+dataset.max_images=1000", "model.total_kimg=200"]
 AUGMENT = "model.augment.policy=[color,translation,cutout]"
 # experiment=t2f_celeba32 with TAC-GAN's twin word head and contrastive weight 0.25 (its setting since the
 # fourteenth session, but for the head's weight, set per job)
-TWIN = ["experiment=t2f_celeba32", "model.text.word_prediction.image_target=twin", "model.text.contrastive.weight=0.25"]
+TWIN = ["experiment=t2f_celeba32", "model.text.word_prediction.image_target=twin", "model.text.contrastive.weight=0.25",
+        "model.text.word_prediction.balance=0"]
 # experiment=t2f_celeba32 before then: no image-side word head, contrastive weight 0.5
 FORMER_PRESET = ["experiment=t2f_celeba32", "model.text.word_prediction.image=0", "model.text.contrastive.weight=0.5"]
 
@@ -128,6 +129,11 @@ JOBS: dict[str, tuple[list[str], str, str]] = {
                              "[swd,alignment,diversity]", "train"),
     "t2f_twin3_c025_seed1": ([*TWIN, "model.text.word_prediction.image=3", "seed=1"],
                              "[swd,alignment,diversity]", "train"),
+    # the twin preset with each word's presence weighed by its rarity (fifteenth session)
+    "t2f_balance05": ([*TWIN, "model.text.word_prediction.image=1", "model.text.word_prediction.balance=0.5"],
+                      "[swd,alignment,diversity]", "train"),
+    "t2f_balance1": ([*TWIN, "model.text.word_prediction.image=1", "model.text.word_prediction.balance=1"],
+                     "[swd,alignment,diversity]", "train"),
     # 64 px (no growth, each model's defaults otherwise); the *_lr005 jobs are the 0.005 that collapsed
     # there before 64 px got 0.002 (README, "64 px")
     "dcgan_64": (["model=dcgan", "dataset.resolution=64", "model.total_kimg=200"], "[swd]", "train"),

@@ -62,6 +62,7 @@ def test_experiment_overrides_defaults(tmp_path):
     assert real.model.loss.mode_seeking == 1.0 and real.model.text.mismatch == "none"
     words = real.model.text.word_prediction
     assert words.image == 1.0 and words.image_target == "twin" and real.model.text.contrastive.weight == 0.25
+    assert words.balance == 0.5
     schedule = {**real.model.schedule}
     del schedule["_target_"]
     flat = ProgressiveSchedule(**schedule)
