@@ -95,6 +95,7 @@ class TextConditioner(nn.Module):
         self.text_words_weight, self.image_words_weight = words["text"], words["image"]
         self.word_balance = words["balance"] if self.text_words_weight > 0 or self.image_words_weight > 0 else 0.0
         dim, vocabulary = self.encoder.output_dim, self.encoder.vocab_size - len(SPECIAL_TOKENS)
+        self.vocabulary_words = vocabulary
         self.text_words = nn.Linear(dim, vocabulary) if self.text_words_weight > 0 else None
         self.image_words = nn.Linear(dim, vocabulary) if self.image_words_weight > 0 else None
         if self.word_balance > 0:
@@ -139,10 +140,14 @@ class TextConditioner(nn.Module):
         return [{"params": critic}, {"params": text, "lr_scale": self.lr_scale}]
 
     def conditions(self, tokens: Tensor, lengths: Tensor) -> dict[str, Tensor]:
-        """What a batch's captions give the losses: their embedding, token ids, and which pairs of
-        samples share a sentence."""
-        return {"text_embedding": self.encoder(tokens, lengths), "caption": tokens,
-                "same_caption": (tokens[:, None, :] == tokens[None, :, :]).all(dim=2)}
+        """What a batch's captions give the losses: their embedding, token ids, which pairs of
+        samples share a sentence, and (for the word terms) which words each caption holds, built
+        once for every term of the step."""
+        conditions = {"text_embedding": self.encoder(tokens, lengths), "caption": tokens,
+                      "same_caption": (tokens[:, None, :] == tokens[None, :, :]).all(dim=2)}
+        if self.text_words is not None or self.image_words is not None:
+            conditions["words"] = caption_words(tokens, len(SPECIAL_TOKENS), self.vocabulary_words)
+        return conditions
 
     def embed(self, inputs: Mapping[str, Any]) -> Tensor:
         """The embedding in generator inputs, or computed from their token ids (grids, generate)."""
@@ -189,7 +194,7 @@ class TextConditioner(nn.Module):
                 conditions.get("same_caption"))
         if self.image_words is not None:
             logits = self.image_words(image_embedding)
-            present = self.batch_words(conditions, logits)
+            present = self.batch_words(conditions)
             if self.image_word_target == "real":
                 if fakes:
                     present = self.real_word_targets(logits.detach(), present)
@@ -209,7 +214,7 @@ class TextConditioner(nn.Module):
         if self.fake_words is None:
             return {}
         logits = self.fake_words(image_embedding)
-        present = self.batch_words(conditions, logits)
+        present = self.batch_words(conditions)
         return {"image_words_twin": self.image_words_weight * self.word_loss(logits, present)}
 
     @torch.no_grad()
@@ -218,7 +223,7 @@ class TextConditioner(nn.Module):
         per critic step, before its terms; nothing without ``word_prediction.balance``). Under DDP
         each process counts its own captions."""
         if self.word_balance > 0:
-            present = caption_words(conditions["caption"], len(SPECIAL_TOKENS), len(self.caption_word_counts))
+            present = self.batch_words(conditions)
             self.caption_word_counts.add_(present.sum(0))
             self.captions_counted.add_(len(present))
 
@@ -259,17 +264,20 @@ class TextConditioner(nn.Module):
         probability, present = logits.float().sigmoid(), present.bool()
         return torch.where(present, torch.maximum(rates[1], probability), torch.minimum(rates[0], probability))
 
-    @staticmethod
-    def batch_words(conditions: Mapping[str, Tensor], logits: Tensor) -> Tensor:
-        """The 0/1 words of the batch's captions, in the columns of a word head's ``logits``."""
-        return caption_words(conditions["caption"], len(SPECIAL_TOKENS), logits.shape[1])
+    def batch_words(self, conditions: Mapping[str, Tensor]) -> Tensor:
+        """The 0/1 words of the batch's captions (B, words), in the word heads' columns: the ones
+        ``conditions()`` built, or from the token ids of conditions put together elsewhere."""
+        words = conditions.get("words")
+        if words is None:
+            words = caption_words(conditions["caption"], len(SPECIAL_TOKENS), self.vocabulary_words)
+        return words
 
     def caption_terms(self, conditions: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """The terms read from the caption embedding alone (the text's word prediction)."""
         if self.text_words is None:
             return {}
         logits = self.text_words(conditions["text_embedding"])
-        present = self.batch_words(conditions, logits)
+        present = self.batch_words(conditions)
         return {"text_words": self.text_words_weight * self.word_loss(logits, present)}
 
 
