@@ -134,6 +134,9 @@ JOBS: dict[str, tuple[list[str], str, str]] = {
                       "[swd,alignment,diversity]", "train"),
     "t2f_balance1": ([*TWIN, "model.text.word_prediction.image=1", "model.text.word_prediction.balance=1"],
                      "[swd,alignment,diversity]", "train"),
+    # the word head and its twin reading a critic trunk of their own (sixteenth session)
+    "t2f_word_reader": (["experiment=t2f_celeba32", "model/text/word_reader=progan"], "[swd,alignment,diversity]",
+                        "train"),
     # 64 px (no growth, each model's defaults otherwise); the *_lr005 jobs are the 0.005 that collapsed
     # there before 64 px got 0.002 (README, "64 px")
     "dcgan_64": (["model=dcgan", "dataset.resolution=64", "model.total_kimg=200"], "[swd]", "train"),

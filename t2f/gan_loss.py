@@ -62,6 +62,15 @@ class Players:
     def score(self, images: Tensor, condition: Tensor | None) -> Tensor:
         return self.discriminator.head(self.features(images), condition)
 
+    def text_embeddings(self, images: Tensor, features: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """``(the critic's image embedding, the image word heads' embedding)`` of ``images`` whose
+        critic ``features`` are given; None for one that no text term reads."""
+        text = self.text
+        critic = self.discriminator.embed(features) if text is not None and text.reads_image_embedding else None
+        if text is None or not text.reads_image_words:
+            return critic, None
+        return critic, text.word_embedding(images, critic, self.stage, self.alpha)
+
     def fakes(self, n: int, condition: Tensor | None, device: torch.device, with_noise: bool = False
               ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         """``(images, auxiliary terms, latents)`` for ``n`` fresh latents; ``with_noise``: the
@@ -171,10 +180,10 @@ class GANLoss:
             parts["r1"] = 0.5 * self.r1_gamma * self.r1_interval * r1_penalty(real_scores, real_in)
         if text is not None:
             text.count_caption_words(conditions)
-            if text.reads_image_embedding:
-                parts.update(text.image_terms(d.embed(real_features), conditions))
+            embedding, words = players.text_embeddings(real, real_features)
+            parts.update(text.image_terms(embedding, conditions, word_embedding=words))
             if text.reads_fake_embedding:
-                parts.update(text.fake_image_terms(d.embed(fake_features), conditions))
+                parts.update(text.fake_image_terms(players.text_embeddings(fake.detach(), fake_features)[1], conditions))
             parts.update(text.caption_terms(conditions))
         return sum(parts.values()), parts
 
@@ -189,10 +198,12 @@ class GANLoss:
         condition = conditions.get("text_embedding")
         fake, parts, latents = players.fakes(n, condition, device, with_noise=seeking)
         parts = dict(parts)  # the generator's auxiliary terms (T2F's KL)
-        features = players.features(players.seen(fake))
+        seen = players.seen(fake)
+        features = players.features(seen)
         parts["adv"] = self.g_loss(players.discriminator.head(features, condition))
-        if players.text is not None and players.text.reads_image_embedding:
-            parts.update(players.text.image_terms(players.discriminator.embed(features), conditions, fakes=True))
+        if players.text is not None:
+            embedding, words = players.text_embeddings(seen, features)
+            parts.update(players.text.image_terms(embedding, conditions, fakes=True, word_embedding=words))
         if seeking:
             parts["mode_seeking"] = self.mode_seeking * mode_seeking_loss(fake, latents)
         if self.text_interpolation > 0 and condition is not None:

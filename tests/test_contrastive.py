@@ -327,6 +327,70 @@ def test_image_words_twin_target_trains_the_twin_on_fakes_in_the_critic_step():
     assert module.generator.generator.to_rgb[1].weight.grad.abs().sum() > 0
 
 
+def _word_reader(resolution: int = 8, embed_dim: int = 16):
+    from t2f.nets.progan import ProGANDiscriminator
+
+    return ProGANDiscriminator(resolution, fmap_base=32, fmap_max=16, mbstd_num_features=0, embed_dim=embed_dim)
+
+
+def test_a_word_reader_gives_the_word_heads_their_own_network_and_leaves_the_critic_to_the_contrastive_term():
+    torch.manual_seed(0)
+    words = {"image": 1.0, "image_target": "twin"}
+    module = t2f_module(VOCAB, text={"word_prediction": words, "word_reader": _word_reader()})
+    reader = module.text.word_reader
+    assert module.discriminator.image_embed is None  # no term reads the critic's embedding now
+    critic_group = _critic_param_groups(module)[0]["params"]
+    assert all(any(p is q for q in critic_group) for p in reader.parameters())  # trained in the critic step
+    batch, players = _batch(), module.players(module.growth)
+    with torch.no_grad():
+        conditions = module.conditions(batch)
+    _, parts = module.loss.critic_loss(players, batch["image"], conditions)
+    (parts["image_words"] + parts["image_words_twin"]).backward()
+    assert reader.from_rgb[-1][0].weight.grad.abs().sum() > 0 and reader.image_embed.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in module.discriminator.parameters())  # the critic learns nothing of words
+    # the heads read the reader's embedding of the images the critic scored
+    embedding = reader.embed(reader.features(batch["image"]))
+    expected = module.text.image_terms(None, conditions, word_embedding=embedding)["image_words"]
+    assert parts["image_words"].item() == pytest.approx(expected.item(), rel=1e-5)
+    module.zero_grad(set_to_none=True)
+    _, terms = module.loss.generator_loss(players, 8, conditions, torch.device("cpu"))
+    terms["image_words"].backward()  # the generator is scored by the reader's heads
+    assert module.generator.generator.to_rgb[1].weight.grad.abs().sum() > 0
+
+
+def test_a_word_reader_with_the_contrastive_term_splits_the_embeddings_and_grows_with_the_critic():
+    torch.manual_seed(0)
+    module = t2f_module(VOCAB, text={"contrastive": {"weight": 1.0}, "word_prediction": {"image": 1.0},
+                                     "word_reader": _word_reader()},
+                        schedule={"start_resolution": 4, "kimg": 1})
+    assert module.stage == 0  # 4 px: the reader reads the same small images as the critic
+    batch, players = _batch(), module.players(module.growth)
+    batch["image"] = torch.nn.functional.avg_pool2d(batch["image"], 2)
+    with torch.no_grad():
+        conditions = module.conditions(batch)
+    _, parts = module.loss.critic_loss(players, batch["image"], conditions)
+    parts["image_words"].backward()
+    assert module.discriminator.image_embed.weight.grad is None and module.text.word_reader.image_embed.weight.grad is not None
+    module.zero_grad(set_to_none=True)
+    parts["contrastive"].backward()
+    assert module.discriminator.image_embed.weight.grad.abs().sum() > 0 and module.text.word_reader.image_embed.weight.grad is None
+
+
+def test_a_word_reader_that_does_not_fit_is_named():
+    from t2f.modules.gan import GANModule
+
+    with pytest.raises(ValueError, match="model.text.word_reader is the image word head's network: set "
+                                         "model.text.word_prediction.image > 0"):
+        TextConditioner(VOCAB, word_reader=_word_reader())
+    with pytest.raises(ValueError, match="model.text.word_reader.embed_dim=8 must be the caption embedding's size, 256"):
+        TextConditioner(VOCAB, word_prediction={"image": 1.0}, word_reader=_word_reader(embed_dim=8))
+    module = t2f_module(VOCAB, text={"word_prediction": {"image": 1.0}, "word_reader": _word_reader()})
+    text = TextConditioner(VOCAB, encoder={"embedding_dim": 8, "hidden_dim": 16}, word_prediction={"image": 1.0},
+                           word_reader=_word_reader(resolution=16))
+    with pytest.raises(ValueError, match="model.text.word_reader is built for 16 px"):
+        GANModule(module.generator, module.discriminator, module.loss, text=text, schedule=module.schedule)
+
+
 def test_word_balance_moves_weight_from_common_words_to_rare_ones_without_adding_to_it():
     text = TextConditioner(VOCAB, word_prediction={"text": 1.0, "balance": 1.0})
     words = VOCAB - 4

@@ -20,6 +20,7 @@ from tests.helpers import cli_tiny, finite_losses, run_cli
 GROUP_OPTIONS = {
     "model": ["dcgan", "gan_int_cls", "stylegan", "stylegan_text", "t2f"],
     "model/text": ["lstm"],
+    "model/text/word_reader": ["progan"],
     "dataset": ["synthetic", "celeba", "face2text", "folder"],
     "trainer": ["default", "cpu", "gpu", "ddp", "ddp_cpu", "debug"],
     "logger": ["wandb", "tensorboard", "csv", "none"],
@@ -36,7 +37,7 @@ def test_every_group_option_has_a_test_and_composes(tmp_path):
         assert sorted(options) == on_disk, f"conf/{group} has options this test does not cover"
         for option in options:
             extra = [f"dataset.root={tmp_path}"] if group in ("dataset", "experiment") else []
-            model = "t2f" if group == "model/text" else "dcgan"  # the text group lives inside a text model
+            model = "t2f" if group.startswith("model/text") else "dcgan"  # the text groups live inside a text model
             cfg = compose_config(tmp_path, [f"{group}={option}", *extra], model=model, tiny=False)
             with open_dict(cfg):
                 if cfg.model.text is not None:

@@ -401,7 +401,10 @@ def check_parts(generator: nn.Module, discriminator: nn.Module, loss: GANLoss, t
                 schedule: ProgressiveSchedule | None = None) -> None:
     """The parts fit together: one clear line naming the key to change when they do not."""
     if schedule is not None:
-        for name, net in (("generator", generator), ("discriminator", discriminator)):
+        nets = [("generator", generator), ("discriminator", discriminator)]
+        if text is not None and text.word_reader is not None:
+            nets.append(("text.word_reader", text.word_reader))
+        for name, net in nets:
             size = getattr(net, "max_resolution", None)
             if size is not None and int(size) != schedule.resolutions[-1]:
                 raise ValueError(f"model.schedule grows to {schedule.resolutions[-1]} px but model.{name} is built "

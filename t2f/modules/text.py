@@ -28,6 +28,12 @@ term for its absence, and the critic and generator hear little of it where a cap
 seen so far, raised to that power, and scales the weights so that a caption's words weigh as much
 in all as before: the balance moves the terms' weight from common words to rare ones without
 adding to it (an added weight, up to 99 on the rarest words, turned the faces to blotches).
+
+The critic's image embedding serves the realism score too, and on real faces it reads facial hair
+less well than a classifier trained on the attributes does. ``word_reader`` (a critic trunk of its
+own, ``model/text/word_reader=progan``) gives the image word head and its twin their own image
+network, trained only by the word terms in the critic step, and leaves the critic's embedding to the
+contrastive term.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ class TextConditioner(nn.Module):
         mismatch_weight: float = 0.5,
         contrastive: Mapping[str, float] | None = None,
         word_prediction: Mapping[str, float] | None = None,
+        word_reader: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if not vocab_size:
@@ -112,6 +119,14 @@ class TextConditioner(nn.Module):
         # TAC-GAN's twin: the same head trained on the generator's faces, whose reading of each word
         # the generator's term subtracts, so drawing a word more strongly than real faces do no
         # longer pays
+        self.word_reader = word_reader
+        if word_reader is not None:
+            if self.image_words is None:
+                raise ValueError("model.text.word_reader is the image word head's network: set "
+                                 "model.text.word_prediction.image > 0, or model.text.word_reader=null")
+            if int(getattr(word_reader, "embed_dim", 0)) != dim:
+                raise ValueError(f"model.text.word_reader.embed_dim={getattr(word_reader, 'embed_dim', 0)} must be the "
+                                 f"caption embedding's size, {dim} (model.text.encoder.hidden_dim)")
         self.fake_words = nn.Linear(dim, vocabulary) if self.reads_fake_embedding else None
 
     @property
@@ -122,17 +137,32 @@ class TextConditioner(nn.Module):
     @property
     def reads_image_embedding(self) -> bool:
         """Whether a term reads the critic's image embedding (its ``embed_dim`` must then be set)."""
-        return self.contrastive_weight > 0 or self.image_words is not None
+        return self.contrastive_weight > 0 or (self.image_words is not None and self.word_reader is None)
+
+    @property
+    def reads_image_words(self) -> bool:
+        """Whether the image word head reads the images (from the critic's embedding or the word reader's)."""
+        return self.image_words is not None
 
     @property
     def reads_fake_embedding(self) -> bool:
-        """Whether the critic step also needs the critic's image embedding of the fakes (the twin head)."""
+        """Whether the critic step also reads the fakes' words (the twin head)."""
         return self.image_words is not None and self.image_word_target == "twin"
 
+    def word_embedding(self, images: Tensor, critic_embedding: Tensor | None, stage: int | None = None,
+                       alpha: float = 1.0) -> Tensor:
+        """The embedding the image word heads read: the word reader's of ``images`` (at the growth
+        ``stage`` and ``alpha``), or without one the critic's."""
+        if self.word_reader is None:
+            if critic_embedding is None:
+                raise ValueError("the image word head reads the critic's image embedding: pass it")
+            return critic_embedding
+        return self.word_reader.embed(self.word_reader.features(images, stage, alpha))
+
     def param_groups(self, critic: list[nn.Parameter]) -> list[dict[str, Any]]:
-        """The critic optimizer's groups: the critic with the image-word head (and its twin), and the
-        encoder with the text-word head at ``lr_scale`` of the critic's rate."""
-        heads = [head for head in (self.image_words, self.fake_words) if head is not None]
+        """The critic optimizer's groups: the critic with the image-word head (its twin, its word
+        reader), and the encoder with the text-word head at ``lr_scale`` of the critic's rate."""
+        heads = [head for head in (self.image_words, self.fake_words, self.word_reader) if head is not None]
         critic = list(critic) + [p for head in heads for p in head.parameters()]
         text = list(self.encoder.parameters())
         if self.text_words is not None:
@@ -178,10 +208,11 @@ class TextConditioner(nn.Module):
         similarity = (unit @ unit.t()).masked_fill(conditions["same_caption"], float("-inf"))
         return condition[similarity.argmax(dim=1)]
 
-    def image_terms(self, image_embedding: Tensor, conditions: Mapping[str, Tensor], fakes: bool = False
-                    ) -> dict[str, Tensor]:
-        """The terms read from the critic's image embedding, the same for real faces (critic
-        step) and ``fakes`` (generator step): the contrastive term and the image's word prediction.
+    def image_terms(self, image_embedding: Tensor | None, conditions: Mapping[str, Tensor], fakes: bool = False,
+                    word_embedding: Tensor | None = None) -> dict[str, Tensor]:
+        """The terms read from the images, the same for real faces (critic step) and ``fakes``
+        (generator step): the contrastive term on the critic's image embedding and the image's word
+        prediction on ``word_embedding`` (:meth:`word_embedding`; default: the critic's).
         On fakes the contrastive weight is scaled by ``contrastive.generator``: the critic and the
         encoder learn to read every attribute from real faces at the full weight, while the
         generator's reward for faces easier to recognise than real ones (a caricature) can be
@@ -193,7 +224,8 @@ class TextConditioner(nn.Module):
                 image_embedding, conditions["text_embedding"], self.contrastive_temperature,
                 conditions.get("same_caption"))
         if self.image_words is not None:
-            logits = self.image_words(image_embedding)
+            word_embedding = image_embedding if word_embedding is None else word_embedding
+            logits = self.image_words(word_embedding)
             present = self.batch_words(conditions)
             if self.image_word_target == "real":
                 if fakes:
@@ -202,18 +234,18 @@ class TextConditioner(nn.Module):
                     self.track_real_words(logits.detach(), present)
             loss = self.word_loss(logits, present)
             if fakes and self.fake_words is not None:
-                loss = loss - self.word_loss(self.fake_words(image_embedding), present)
+                loss = loss - self.word_loss(self.fake_words(word_embedding), present)
             terms["image_words"] = self.image_words_weight * loss
         return terms
 
-    def fake_image_terms(self, image_embedding: Tensor, conditions: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """The critic step's term on the fakes' image embedding: ``image_target=twin`` trains the
+    def fake_image_terms(self, word_embedding: Tensor, conditions: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The critic step's term on the fakes' word embedding: ``image_target=twin`` trains the
         twin head to read the words of the fakes' captions from them (TAC-GAN). The generator's
         word term is the real head's loss minus the twin's: it vanishes where the fakes carry each
         word as real faces do, so unlike ``caption`` it stops rewarding a caricature."""
         if self.fake_words is None:
             return {}
-        logits = self.fake_words(image_embedding)
+        logits = self.fake_words(word_embedding)
         present = self.batch_words(conditions)
         return {"image_words_twin": self.image_words_weight * self.word_loss(logits, present)}
 
