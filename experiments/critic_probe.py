@@ -6,7 +6,8 @@ The contrastive term rewards the generator for faces whose critic embedding iden
 caption, so an attribute the critic's embedding hardly encodes earns the generator little for
 drawing it. For each checkpoint (a CelebA-like attribute dataset), the critic's image embedding
 and its 4x4 features of real training faces fit one logistic regression per attribute; the
-held-out AUC on the validation faces is printed beside the same probe on the evaluation's
+held-out AUC on the validation faces (and of the word reader's embedding, where the run has one,
+``model/text/word_reader``) is printed beside the same probe on the evaluation's
 attribute classifier's penultimate features (trained on those attributes: the reference of what a
 small network sees at this resolution).
 
@@ -95,6 +96,10 @@ def main(paths: list[str]) -> None:
         labels = data["train"][1], data["val"][1]
         rows[f"{path} embedding"] = probe_aucs((tr_e, labels[0]), (va_e, labels[1]), names)
         rows[f"{path} 4x4 features"] = probe_aucs((tr_f, labels[0]), (va_f, labels[1]), names)
+        reader = None if module.text is None else module.text.word_reader
+        if reader is not None:  # model/text/word_reader: the word heads' own network
+            tr_r, va_r = (critic_embedding(reader.eval(), data[split][0])[0] for split in ("train", "val"))
+            rows[f"{path} word reader embedding"] = probe_aucs((tr_r, labels[0]), (va_r, labels[1]), names)
         hearing[path] = condition_separation(module, dm, task)
         if CLASSIFIER_ROW not in rows:  # the first checkpoint's dataset: pass checkpoints of one dataset
             with initialize_config_module("t2f.conf", version_base=None):
