@@ -163,13 +163,13 @@ class ToyText:
         self._mismatched, self._image_terms = mismatched, image_terms
         self.mismatch_weight = mismatch_weight
         self.reads_image_embedding = image_terms is not None
-        self.reads_fake_embedding = False
+        self.reads_image_words = self.reads_fake_embedding = False
 
     def mismatched(self, conditions):
         return self._mismatched
 
-    def image_terms(self, embedding, conditions, fakes=False):
-        return self._image_terms(embedding)
+    def image_terms(self, embedding, conditions, fakes=False, word_embedding=None):
+        return {} if self._image_terms is None else self._image_terms(embedding)
 
     def caption_terms(self, conditions):
         return {}
