@@ -67,9 +67,16 @@ class Players:
         critic ``features`` are given; None for one that no text term reads."""
         text = self.text
         critic = self.discriminator.embed(features) if text is not None and text.reads_image_embedding else None
-        if text is None or not text.reads_image_words:
-            return critic, None
-        return critic, text.word_embedding(images, critic, self.stage, self.alpha)
+        words = self.word_embedding(images, features, critic) if text is not None and text.reads_image_words else None
+        return critic, words
+
+    def word_embedding(self, images: Tensor, features: Tensor, critic: Tensor | None = None) -> Tensor:
+        """The embedding the image word heads read: the text's word reader's of ``images`` (at this
+        growth stage), or without one the critic's (``critic`` if already computed)."""
+        reader = self.text.word_reader
+        if reader is None:
+            return self.discriminator.embed(features) if critic is None else critic
+        return reader.embed(reader.features(images, self.stage, self.alpha))
 
     def fakes(self, n: int, condition: Tensor | None, device: torch.device, with_noise: bool = False
               ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
@@ -183,7 +190,7 @@ class GANLoss:
             embedding, words = players.text_embeddings(real, real_features)
             parts.update(text.image_terms(embedding, conditions, word_embedding=words))
             if text.reads_fake_embedding:
-                parts.update(text.fake_image_terms(players.text_embeddings(fake.detach(), fake_features)[1], conditions))
+                parts.update(text.fake_image_terms(players.word_embedding(fake.detach(), fake_features), conditions))
             parts.update(text.caption_terms(conditions))
         return sum(parts.values()), parts
 

@@ -116,9 +116,6 @@ class TextConditioner(nn.Module):
             # run goes on with the same targets)
             self.register_buffer("real_word_sums", torch.zeros(2, vocabulary))
             self.register_buffer("real_word_counts", torch.zeros(2, vocabulary))
-        # TAC-GAN's twin: the same head trained on the generator's faces, whose reading of each word
-        # the generator's term subtracts, so drawing a word more strongly than real faces do no
-        # longer pays
         self.word_reader = word_reader
         if word_reader is not None:
             if self.image_words is None:
@@ -127,6 +124,9 @@ class TextConditioner(nn.Module):
             if int(getattr(word_reader, "embed_dim", 0)) != dim:
                 raise ValueError(f"model.text.word_reader.embed_dim={getattr(word_reader, 'embed_dim', 0)} must be the "
                                  f"caption embedding's size, {dim} (model.text.encoder.hidden_dim)")
+        # TAC-GAN's twin: the same head trained on the generator's faces, whose reading of each word
+        # the generator's term subtracts, so drawing a word more strongly than real faces do no
+        # longer pays
         self.fake_words = nn.Linear(dim, vocabulary) if self.reads_fake_embedding else None
 
     @property
@@ -149,15 +149,6 @@ class TextConditioner(nn.Module):
         """Whether the critic step also reads the fakes' words (the twin head)."""
         return self.image_words is not None and self.image_word_target == "twin"
 
-    def word_embedding(self, images: Tensor, critic_embedding: Tensor | None, stage: int | None = None,
-                       alpha: float = 1.0) -> Tensor:
-        """The embedding the image word heads read: the word reader's of ``images`` (at the growth
-        ``stage`` and ``alpha``), or without one the critic's."""
-        if self.word_reader is None:
-            if critic_embedding is None:
-                raise ValueError("the image word head reads the critic's image embedding: pass it")
-            return critic_embedding
-        return self.word_reader.embed(self.word_reader.features(images, stage, alpha))
 
     def param_groups(self, critic: list[nn.Parameter]) -> list[dict[str, Any]]:
         """The critic optimizer's groups: the critic with the image-word head (its twin, its word
@@ -212,7 +203,7 @@ class TextConditioner(nn.Module):
                     word_embedding: Tensor | None = None) -> dict[str, Tensor]:
         """The terms read from the images, the same for real faces (critic step) and ``fakes``
         (generator step): the contrastive term on the critic's image embedding and the image's word
-        prediction on ``word_embedding`` (:meth:`word_embedding`; default: the critic's).
+        prediction on ``word_embedding`` (``Players.word_embedding``; default: the critic's).
         On fakes the contrastive weight is scaled by ``contrastive.generator``: the critic and the
         encoder learn to read every attribute from real faces at the full weight, while the
         generator's reward for faces easier to recognise than real ones (a caricature) can be
