@@ -60,11 +60,12 @@ T2F_REAL_FLAT = [*T2F_REAL, *FLAT, "model.schedule.kimg.32=114"]  # experiment=t
 SUBSET = ["+dataset.max_images=1000", "model.total_kimg=200"]
 AUGMENT = "model.augment.policy=[color,translation,cutout]"
 # experiment=t2f_celeba32 with TAC-GAN's twin word head and contrastive weight 0.25 (its setting since the
-# fourteenth session, but for the head's weight, set per job)
+# fourteenth session, but for the head's weight, set per job), unbalanced and without the word reader
 TWIN = ["experiment=t2f_celeba32", "model.text.word_prediction.image_target=twin", "model.text.contrastive.weight=0.25",
-        "model.text.word_prediction.balance=0"]
-# experiment=t2f_celeba32 before then: no image-side word head, contrastive weight 0.5
-FORMER_PRESET = ["experiment=t2f_celeba32", "model.text.word_prediction.image=0", "model.text.contrastive.weight=0.5"]
+        "model.text.word_prediction.balance=0", "model.text.word_reader=null"]
+# experiment=t2f_celeba32 before then: no image-side word head (nor its reader), contrastive weight 0.5
+FORMER_PRESET = ["experiment=t2f_celeba32", "model.text.word_prediction.image=0", "model.text.contrastive.weight=0.5",
+                 "model.text.word_prediction.balance=0", "model.text.word_reader=null"]
 
 # name -> (overrides, evaluation metrics, real split of the evaluation)
 JOBS: dict[str, tuple[list[str], str, str]] = {
@@ -129,12 +130,14 @@ JOBS: dict[str, tuple[list[str], str, str]] = {
                              "[swd,alignment,diversity]", "train"),
     "t2f_twin3_c025_seed1": ([*TWIN, "model.text.word_prediction.image=3", "seed=1"],
                              "[swd,alignment,diversity]", "train"),
-    # the twin preset with each word's presence weighed by its rarity (fifteenth session)
+    # the twin preset with each word's presence weighed by its rarity (fifteenth session; t2f_balance05 is
+    # experiment=t2f_celeba32 without its word reader)
     "t2f_balance05": ([*TWIN, "model.text.word_prediction.image=1", "model.text.word_prediction.balance=0.5"],
                       "[swd,alignment,diversity]", "train"),
     "t2f_balance1": ([*TWIN, "model.text.word_prediction.image=1", "model.text.word_prediction.balance=1"],
                      "[swd,alignment,diversity]", "train"),
-    # the word head and its twin reading a critic trunk of their own (sixteenth session)
+    # the word head and its twin reading a critic trunk of their own (sixteenth session; part of
+    # experiment=t2f_celeba32 since the seventeenth)
     "t2f_word_reader": (["experiment=t2f_celeba32", "model/text/word_reader=progan"], "[swd,alignment,diversity]",
                         "train"),
     # 64 px (no growth, each model's defaults otherwise); the *_lr005 jobs are the 0.005 that collapsed

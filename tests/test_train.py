@@ -38,6 +38,8 @@ def test_every_group_option_has_a_test_and_composes(tmp_path):
         for option in options:
             extra = [f"dataset.root={tmp_path}"] if group in ("dataset", "experiment") else []
             model = "t2f" if group.startswith("model/text") else "dcgan"  # the text groups live inside a text model
+            if group == "experiment":
+                model = option.split("_")[0]  # an experiment's own model: a model= given with it would win
             cfg = compose_config(tmp_path, [f"{group}={option}", *extra], model=model, tiny=False)
             with open_dict(cfg):
                 if cfg.model.text is not None:
@@ -64,6 +66,11 @@ def test_experiment_overrides_defaults(tmp_path):
     words = real.model.text.word_prediction
     assert words.image == 1.0 and words.image_target == "twin" and real.model.text.contrastive.weight == 0.25
     assert words.balance == 0.5
+    assert real.model.text.word_reader._target_.endswith("ProGANDiscriminator")  # the word heads' own network
+    assert real.model.text.word_reader.max_resolution == 32
+    without = compose_config(tmp_path, ["experiment=t2f_celeba32", "dataset.root=/x", "model.text.word_reader=null"],
+                             model="t2f", tiny=False)
+    assert without.model.text.word_reader is None
     schedule = {**real.model.schedule}
     del schedule["_target_"]
     flat = ProgressiveSchedule(**schedule)

@@ -32,8 +32,8 @@ adding to it (an added weight, up to 99 on the rarest words, turned the faces to
 The critic's image embedding serves the realism score too. ``word_reader`` (a critic trunk of its
 own, ``model/text/word_reader=progan``) gives the image word head and its twin their own image
 network, trained only by the word terms in the critic step, and leaves the critic's embedding to the
-contrastive term. (On CelebA it did not clearly raise alignment: once the word heads train the
-critic's embedding, that reads facial hair as well as a classifier does; experiments/results/real_faces.md.)
+contrastive term. (On CelebA it raised alignment from 0.907 to 0.935 over six seeds, and is part of
+experiment=t2f_celeba32; experiments/results/real_faces.md.)
 """
 
 from __future__ import annotations
