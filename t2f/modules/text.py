@@ -149,7 +149,6 @@ class TextConditioner(nn.Module):
         """Whether the critic step also reads the fakes' words (the twin head)."""
         return self.image_words is not None and self.image_word_target == "twin"
 
-
     def param_groups(self, critic: list[nn.Parameter]) -> list[dict[str, Any]]:
         """The critic optimizer's groups: the critic with the image-word head (its twin, its word
         reader), and the encoder with the text-word head at ``lr_scale`` of the critic's rate."""
